@@ -1,0 +1,1 @@
+"""ebmkit's benchmark harness: `python -m benchmarks.run`."""

@@ -1,0 +1,266 @@
+"""The ``ebmkit`` command line.
+
+    ebmkit train CONFIG|PRESET [--set section.key=value ...] [--resume] [--num-processes N]
+    ebmkit sample CHECKPOINT --n 64 --out grid.png [--num-processes N]
+    ebmkit plugins [--kind KIND]
+    ebmkit presets
+
+Errors meant for the user (bad config, missing data, corrupt checkpoint...)
+print one message and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+from .errors import EbmkitError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[fn.__name__.removeprefix("cmd_").replace("_", "-")] = fn
+    return fn
+
+
+# -- presets -----------------------------------------------------------------------------
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("ebmkit.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def resolve_config_path(name: str) -> Path:
+    """A path to a config file, or the name of a shipped preset."""
+    path = Path(name)
+    if path.exists() or path.suffix:
+        return path
+    if name in preset_names():
+        return Path(str(resources.files("ebmkit.presets") / f"{name}.toml"))
+    from .errors import ConfigError, suggest
+
+    raise ConfigError(f"no config file '{name}' and no preset of that name{suggest(name, preset_names())}; presets: {', '.join(preset_names())}")
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+@command
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .experiment import build_experiment
+    from .trainer import Trainer
+
+    overrides = list(args.set or [])
+    if args.out:
+        overrides.append(f"output.dir={json.dumps(str(args.out))}")
+    if args.iterations:
+        overrides.append(f"training.iterations={args.iterations}")
+    cfg = load_config(resolve_config_path(args.config), overrides)  # a bad config fails here, once
+    status = _relaunch(args, "train")
+    if status is not None:
+        return status
+    trainer = Trainer(build_experiment(cfg))
+    last = trainer.fit(resume=args.resume)
+    if trainer.is_main:
+        summary = {k: last[k] for k in ("iteration", "energy_data", "energy_samples", "gap") if k in last}
+        print(json.dumps({"run_dir": str(trainer.run_dir), **summary}))
+    return 0
+
+
+@command
+def cmd_sample(args: argparse.Namespace) -> int:
+    status = _relaunch(args, "sample")
+    if status is not None:
+        return status
+    import torch
+    from accelerate import PartialState
+
+    from .distributed import map_batches
+    from .errors import ConfigError
+    from .experiment import load_trained
+    from .images import save_grid
+
+    if args.n < 1 or args.batch_size < 1:
+        raise ConfigError(f"--n and --batch-size must be positive, got {args.n} and {args.batch_size}")
+    state = PartialState(cpu=args.device == "cpu")
+    device = torch.device(args.device) if state.num_processes == 1 else state.device
+    exp = load_trained(args.checkpoint, device=device)
+
+    def draw(start: int, stop: int) -> torch.Tensor:
+        n = stop - start
+        z = exp.initializer.sample(n, data=_data_batch(exp, n, device) if exp.initializer.needs_data else None)
+        return exp.sampler.run(exp.energy, z, steps=args.steps).x
+
+    # Batches split across processes; batch j seeded from (seed, j): the same samples on any process count.
+    x = map_batches(draw, args.n, args.batch_size, seed=args.seed, state=state)
+    if not state.is_main_process:
+        return 0
+    if len(exp.shape) != 3 or Path(args.out).suffix == ".pt":
+        out = Path(args.out).with_suffix(".pt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(x.cpu(), out)
+    else:
+        out = save_grid(x, args.out)
+    print(json.dumps({"checkpoint": str(exp.checkpoint.path), "iteration": exp.checkpoint.iteration, "n": args.n,
+                      "processes": state.num_processes, "out": str(out)}))
+    return 0
+
+
+def _data_batch(exp, n: int, device: str):
+    import torch
+
+    idx = torch.randperm(len(exp.dataset))[:n]
+    return torch.stack([exp.dataset[int(i)] for i in idx]).to(device)
+
+
+# -- data-parallel runs (ebmkit.distributed) ---------------------------------------------
+
+
+def _relaunch(args: argparse.Namespace, command: str) -> int | None:
+    """With ``--num-processes N`` (N > 1) outside a launcher: run N copies of
+    this command through torch.distributed's launcher and return their exit
+    status.  ``None`` when this process does the work itself (one process,
+    or already one of N started by a launcher)."""
+    from .distributed import launch, launched
+
+    n = getattr(args, "num_processes", None)
+    if n is not None and n < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--num-processes must be at least 1, got {n}")
+    if not n or n == 1 or launched():
+        return None
+    return launch(command_argv(args, command), n)
+
+
+def command_argv(args: argparse.Namespace, command: str) -> list[str]:
+    """The command line that parses back to ``args`` (less ``--num-processes``),
+    for the launched copies; works for any option the sub-command declares."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    argv = [command]
+    for action in sub._actions:
+        if action.dest in ("help", "num_processes"):
+            continue
+        value = getattr(args, action.dest, action.default)
+        if not action.option_strings:  # a positional
+            argv += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        elif value == action.default:
+            continue
+        elif action.nargs == 0:  # store_true / store_false / store_const
+            argv.append(action.option_strings[-1])
+        elif isinstance(action, argparse._AppendAction):
+            argv += [f"{action.option_strings[-1]}={v}" for v in value]
+        elif isinstance(value, (list, tuple)):
+            argv += [action.option_strings[-1], *map(str, value)]
+        else:
+            argv.append(f"{action.option_strings[-1]}={value}")
+    return argv
+
+
+@command
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .registry import HOOKS, default_registry
+
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        reg = default_registry()
+    kinds = [args.kind] if args.kind else list(HOOKS)
+    rows = [(r.kind, r.name, r.source, r.plugin, r.summary) for k in kinds for r in sorted(reg.components(k).values(), key=lambda r: r.name)]
+    widths = [max(len(str(r[i])) for r in rows + [("kind", "name", "source", "plug-in", "")]) for i in range(4)]
+    print("  ".join(h.ljust(w) for h, w in zip(("kind", "name", "source", "plug-in"), widths)) + "  description")
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + r[4])
+    for failure in reg.failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 0
+
+
+@command
+def cmd_presets(args: argparse.Namespace) -> int:
+    for name in preset_names():
+        text = (resources.files("ebmkit.presets") / f"{name}.toml").read_text()
+        first = text.splitlines()[0].lstrip("# ") if text else ""
+        print(f"{name:28s} {first}")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ebmkit", description="Energy-based models with short-run MCMC.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train from a config file (TOML, YAML, JSON) or a preset name")
+    t.add_argument("config", help="config file, or a preset name (see `ebmkit presets`)")
+    t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    t.add_argument("--out", help="run folder (overrides output.dir)")
+    t.add_argument("--iterations", type=int, help="override training.iterations")
+    t.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in the run folder")
+    t.add_argument("--num-processes", type=int, metavar="N",
+                   help="train data-parallel on N processes on this machine (global batch = N x training.batch_size); "
+                        "see docs/distributed.md for GPUs and several machines")
+
+    s = sub.add_parser("sample", help="draw samples from a trained checkpoint")
+    s.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", default="samples.png")
+    s.add_argument("--steps", type=int, default=None, help="override K")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1...; with several processes each uses its own GPU")
+    s.add_argument("--batch-size", type=int, default=256, help="chains run at once per process")
+    s.add_argument("--num-processes", type=int, metavar="N", help="split the n samples across N processes")
+
+    pl = sub.add_parser("plugins", help="list every registered component and its source")
+    pl.add_argument("--kind", choices=["energy", "initializer", "sampler", "objective", "dataset"])
+
+    sub.add_parser("presets", help="list the shipped preset configs")
+    return p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings meant for users (a corrupt checkpoint skipped, a plug-in that
+    failed to load, a rollback) as one plain line, not a source location."""
+    print(f"ebmkit: warning: {message}", file=file or sys.stderr)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log lines ("resuming from ...") to whatever sys.stderr is now."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
+    log = logging.getLogger("ebmkit")
+    if not log.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("ebmkit: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        return COMMANDS[args.command](args)
+    except EbmkitError as exc:
+        print(f"ebmkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = shown
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""The experiment configuration: one pydantic model, read from TOML, YAML or JSON.
+
+A component section names the component and gives its parameters flat::
+
+    [energy]
+    name = "convnet"
+    nf = 32
+
+The parameters are validated by that component's own ``Params`` model (see
+:meth:`ExperimentConfig.check_components`), so a typo or out-of-range value
+names its field, e.g. ``energy.nf``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+
+from .errors import ConfigError, format_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentConfig(BaseModel):
+    """``name`` picks a registered component; every other key is its parameter."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+class ScheduleConfig(_Strict):
+    """Learning-rate schedule: a pure function of the iteration, so a resumed
+    run continues on the same curve.
+
+    factor(i) = warm-up(i) * decay(i), where warm-up rises linearly from 0 to 1
+    over ``warmup`` iterations and decay is
+
+    * ``none``: 1;
+    * ``multiplicative``: ``gamma ** (i // every)`` (the anatomy paper's decay);
+    * ``cosine``: from 1 down to 0 over the run, after ``start`` (a fraction);
+    * ``linear``: from 1 down to 0 over the run, after ``start`` (the short-run
+      paper's annealing near the end).
+
+    The learning rate never goes below ``min_lr``.
+    """
+
+    warmup: int = Field(0, ge=0, description="linear warm-up iterations")
+    decay: Literal["none", "multiplicative", "cosine", "linear"] = "none"
+    gamma: float = Field(0.5, gt=0.0, le=1.0, description="multiplicative: factor per `every` iterations")
+    every: PositiveInt = Field(1000, description="multiplicative: iterations between decays")
+    start: float = Field(0.0, ge=0.0, lt=1.0, description="cosine/linear: fraction of the run before decay begins")
+    min_lr: float = Field(0.0, ge=0.0, description="floor for the learning rate")
+
+
+class OptimizerConfig(_Strict):
+    """torch.optim optimiser for the energy's parameters."""
+
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: PositiveFloat = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: PositiveFloat | None = Field(None, description="clip the parameters' gradient norm to this value")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    scale_lr: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="data-parallel runs: multiply lr by the process count (linear) or its square root (sqrt)"
+    )
+
+
+class DivergenceConfig(_Strict):
+    """When a run counts as diverged, and what the trainer does then
+    (``[training.divergence]``; see docs/reliability.md and
+    :mod:`ebmkit.divergence`).
+
+    Non-finite energies, loss, samples, chain gradients or parameter
+    gradients always count.  The energy gap d = mean U(data) - mean U(samples)
+    counts as exploding at iteration t when
+
+        |d_t| > max_gap,  or
+        |d_t| > max(gap_floor, gap_factor * median(|d| over the last gap_window
+                                                  iterations with |d| <= gap_floor))
+
+    (the relative rule only once gap_window such iterations have been seen;
+    gaps above the floor are left out of the median so that a slow climb
+    cannot raise its own threshold).
+    """
+
+    action: Literal["stop", "rollback"] = Field(
+        "stop", description="stop: end the run with a message; rollback: reload the last good checkpoint, lower the lr, go on"
+    )
+    max_gap: PositiveFloat | None = Field(1e4, description="absolute limit on |gap| (None: no absolute limit)")
+    gap_factor: PositiveFloat | None = Field(100.0, description="relative limit: multiple of the recent median |gap| (None: off)")
+    gap_window: PositiveInt = Field(50, description="iterations in the running median")
+    gap_floor: float = Field(10.0, ge=0.0, description="|gap| at or below this never trips the relative rule; "
+                             "only such gaps enter the running median")
+    lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="rollback: multiply the learning rate by this")
+    max_rollbacks: int = Field(3, ge=0, description="rollback: give up (stop) after this many")
+
+
+class TrainingConfig(_Strict):
+    """The trainer loop."""
+
+    iterations: PositiveInt = 1000
+    batch_size: PositiveInt = 64
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    num_workers: int = Field(0, ge=0)
+    log_every: PositiveInt = 10
+    sample_every: int = Field(500, ge=0, description="write a sample grid every N iterations (0: only at the end)")
+    checkpoint_every: int = Field(500, ge=0, description="checkpoint every N iterations (0: only at the end)")
+    keep_checkpoints: PositiveInt = 3
+    progress: bool = True
+    divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
+
+
+class OutputConfig(_Strict):
+    dir: Path = Path("runs/experiment")
+    grid_size: PositiveInt = 64
+
+
+class ExperimentConfig(_Strict):
+    """Everything one training run needs."""
+
+    data: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="mnist5k"))
+    energy: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="convnet"))
+    initializer: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="uniform"))
+    sampler: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="langevin"))
+    objective: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="maximum-likelihood"))
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("data", "energy", "initializer", "sampler", "objective", mode="before")
+    @classmethod
+    def _name_only(cls, v: Any) -> Any:
+        # Allow the short form `sampler = "langevin"`.
+        return {"name": v} if isinstance(v, str) else v
+
+    def check_components(self, registry: Any = None) -> None:
+        """Validate every component section against its plug-in's ``Params``."""
+        from .registry import default_registry
+
+        registry = registry or default_registry()
+        problems = []
+        for section, kind in SECTIONS.items():
+            comp: ComponentConfig = getattr(self, section)
+            try:
+                registry.get(kind, comp.name)
+            except ConfigError as exc:
+                problems.append(f"{section}.name: {exc}")
+                continue
+            try:
+                registry.validate(kind, comp.name, comp.params, where=section)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("invalid configuration:\n" + "\n".join(problems))
+
+
+SECTIONS = {"data": "dataset", "energy": "energy", "initializer": "initializer", "sampler": "sampler", "objective": "objective"}
+"""Config section -> registry kind."""
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML, YAML or JSON file into a dict (no validation)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            return tomllib.loads(text)
+        if suffix in (".yaml", ".yml"):
+            return yaml.safe_load(text) or {}
+        if suffix == ".json":
+            return json.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from None
+    raise ConfigError(f"{path}: unknown config format '{suffix}'; use .toml, .yaml/.yml or .json")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (value parsed as TOML, else a string)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def parse_config(data: dict[str, Any], *, source: str = "config", registry: Any = None, check: bool = True) -> ExperimentConfig:
+    """Validate a dict into an :class:`ExperimentConfig`; errors name the field."""
+    try:
+        cfg = ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration:\n" + format_validation_error(exc, model=ExperimentConfig)) from None
+    if check:
+        try:
+            cfg.check_components(registry)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, registry: Any = None) -> ExperimentConfig:
+    """Read, override and validate an experiment file."""
+    data = apply_overrides(read_config_file(path), overrides or [])
+    return parse_config(data, source=str(path), registry=registry)

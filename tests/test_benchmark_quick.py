@@ -1,0 +1,58 @@
+"""The quick suite end to end, at a tiny budget: every table, grid and plot is written.
+
+Inception on a CPU is slow, so FID here uses 8 samples; the real run is
+`python -m benchmarks.run quick`.
+"""
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.comparison import QUICK, EBMSettings, run_comparison
+from benchmarks.suites import SuiteArgs
+from ebmkit.metrics.inception import InceptionUnavailable, find_weights
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TINY = QUICK.model_copy(update=dict(
+    budget="2", n_fid=8, n_recon=4, recon_iterations=2, ebm=EBMSettings(nf=4, steps=3), vae={"nz": 4, "nf": 4},
+    dcgan={"nz": 4, "nf": 4}, kid_subsets=5, ablations={"table3": [2, 3], "table4": [0.03], "table5": [4]},
+))
+
+
+@pytest.mark.slow
+def test_quick_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
+    try:
+        find_weights()
+    except InceptionUnavailable:
+        pytest.skip("no Inception weights on this machine")
+    monkeypatch.setenv("EBMKIT_FID_CACHE", str(tmp_path / "fid-cache"))
+    out = tmp_path / "quick"
+    assert run_comparison(TINY, SuiteArgs(suite="quick", out=out, progress=False)) == 0
+    printed = capsys.readouterr().out
+    for key in ("table1", "table2", "table3", "table4", "table5", "speed"):
+        for ext in ("csv", "json", "png"):
+            assert (out / "tables" / f"{key}.{ext}").is_file(), f"{key}.{ext} missing"
+    t1 = json.loads((out / "tables" / "table1.json").read_text())
+    assert [r["method"] for r in t1["rows"]] == ["short-run EBM", "VAE", "DCGAN"]
+    assert all(r["FID"] > 0 and r["floor FID"] is not None for r in t1["rows"])
+    assert t1["meta"]["budget"]["iterations"] == 2 and "torch" in t1["meta"]["versions"] and t1["meta"]["machine"]["cpu_count"]
+    t2 = json.loads((out / "tables" / "table2.json").read_text())
+    assert all(0 < r["MSE per pixel"] < 4 for r in t2["rows"])
+    t3 = json.loads((out / "tables" / "table3.json").read_text())
+    assert [r["K"] for r in t3["rows"]] == [2, 3]
+    assert "Table 1: FID" in printed and "Table 5" in printed and "floor FID" in printed
+    assert len(list((out / "samples").glob("*.png"))) == 3 + 3 + 1  # a grid per cell, a reconstruction grid per method
+    assert len(list((out / "cells").glob("*.json"))) == 4  # ebm (shared by Tables 3-5 at K=3), vae, dcgan, ebm K=2
+
+    # run again: every cell is read back, nothing is trained
+    assert run_comparison(TINY, SuiteArgs(suite="quick", out=out, progress=False)) == 0
+    assert "4 of 4 cells already finished" in capsys.readouterr().out
