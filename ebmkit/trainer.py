@@ -295,6 +295,9 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         initializer_state = distributed.full_state_dict(self.initializer, self.accelerator)  # a sharded bank, whole
         process_rng = distributed.gather_rng_states(self.accelerator)
+        # Every process records the save: fit() decides on a final save from it,
+        # and a process that disagreed would wait alone at the barrier above.
+        self._checkpoint_iteration = self.iteration
         if not self.is_main:
             return None
         energy = self.accelerator.unwrap_model(self.energy)
@@ -320,7 +323,6 @@ class Trainer:
             },
             keep=self.config.training.keep_checkpoints,
         )
-        self._checkpoint_iteration = self.iteration
         for cb in self.callbacks:
             cb.on_checkpoint(self, path)
         return path
