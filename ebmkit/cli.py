@@ -2,6 +2,7 @@
 
     ebmkit train CONFIG|PRESET [--set section.key=value ...] [--resume] [--num-processes N]
     ebmkit sample CHECKPOINT --n 64 --out grid.png [--num-processes N]
+    ebmkit generate | interpolate | reconstruct | super-resolve CHECKPOINT [...]   (docs/generator.md)
     ebmkit plugins [--kind KIND]
     ebmkit presets
 
@@ -224,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--kind", choices=["energy", "initializer", "sampler", "objective", "dataset"])
 
     sub.add_parser("presets", help="list the shipped preset configs")
+
+    from .generator_cli import add_generator_commands  # generate, interpolate, reconstruct, super-resolve
+
+    add_generator_commands(sub, COMMANDS)
     return p
 
 

@@ -1,0 +1,298 @@
+"""The generator's commands: ``ebmkit generate | interpolate | reconstruct | super-resolve``.
+
+Each reads a trained checkpoint (a checkpoint or run folder), writes its
+figures as PNG into ``--out`` (a folder) and the numbers as ``<command>.json``
+there, and prints that JSON.  See docs/generator.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # torch loads only when a command runs, so `ebmkit --help` stays quick
+    from torch import Tensor
+
+
+def add_generator_commands(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    """Add the four sub-commands to the ``ebmkit`` parser and their functions to ``commands``."""
+
+    def common(p: argparse.ArgumentParser, out: str) -> None:
+        p.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
+        p.add_argument("--out", default=out, help=f"output folder (default: {out})")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+
+    def images(p: argparse.ArgumentParser, n: int) -> None:
+        p.add_argument("--n", type=int, default=n, help="how many images")
+        p.add_argument("--images", help=".pt / .npy / .npz file of (N, C, H, W) images in [-1, 1] "
+                                        "(default: a seeded random pick from the checkpoint's dataset, --split)")
+        p.add_argument("--split", default="test", choices=["train", "test"], help="dataset split to pick from (default: test)")
+
+    g = sub.add_parser("generate", help="samples and a transition strip (the chain from z to x_K) from a checkpoint")
+    common(g, "generated")
+    g.add_argument("--n", type=int, default=64, help="samples in the grid")
+    g.add_argument("--steps", type=int, default=None, help="override K for the samples")
+    g.add_argument("--chains", type=int, default=8, help="chains in the transition strip (one per row)")
+    g.add_argument("--transition-steps", type=int, nargs="+", default=None, metavar="K",
+                   help="steps shown in the strip (default: 8 from 0 to K)")
+    g.add_argument("--batch-size", type=int, default=256)
+
+    i = sub.add_parser("interpolate", help="M(z_rho), z_rho = rho*z1 + sqrt(1-rho^2)*z2, for pairs (z1, z2)")
+    common(i, "interpolation")
+    i.add_argument("--pairs", type=int, default=6, help="pairs (rows of the grid)")
+    i.add_argument("--points", type=int, default=9, help="rho grid points from 1 (z1) to 0 (z2)")
+    i.add_argument("--rhos", type=float, nargs="+", default=None, help="explicit rho grid (overrides --points)")
+    i.add_argument("--fixed-noise", action="store_true", help="also interpolate with the Langevin noise held fixed")
+
+    r = sub.add_parser("reconstruct", help="fit z (and optionally the noise) so that M(z) matches held-out images")
+    common(r, "reconstruction")
+    images(r, 64)
+    r.add_argument("--iterations", type=int, default=200, help="optimiser steps (the paper: 200)")
+    r.add_argument("--optimizer", default="adam", help="adam or sgd")
+    r.add_argument("--lr", type=float, default=0.05)
+    r.add_argument("--infer-noise", action="store_true", help="also fit the per-step Langevin noise")
+    r.add_argument("--noise-prior", type=float, default=1.0, help="weight of the N(0, I) prior on inferred noise")
+    r.add_argument("--checkpoint-every", type=int, default=0,
+                   help="gradient checkpointing: steps per recomputed segment (0: off, 1: least memory)")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--show", type=int, default=8, help="images in the reconstruction-path figure")
+
+    s = sub.add_parser("super-resolve", help="upsample images with a model trained from low-resolution starts, several seeds each")
+    common(s, "super-resolution")
+    images(s, 8)
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one output per seed and image")
+
+    commands.update({"generate": cmd_generate, "interpolate": cmd_interpolate, "reconstruct": cmd_reconstruct,
+                     "super-resolve": cmd_super_resolve})
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _generator(args: argparse.Namespace):
+    from .generator import ShortRunGenerator
+
+    return ShortRunGenerator.from_checkpoint(args.checkpoint, device=args.device)
+
+
+def _positive(**values: int) -> None:
+    bad = [f"--{k.replace('_', '-')} = {v}" for k, v in values.items() if v is None or v < 1]
+    if bad:
+        raise ConfigError(f"must be positive: {', '.join(bad)}")
+
+
+def _finish(args: argparse.Namespace, name: str, gen, numbers: dict[str, Any]) -> int:
+    out = Path(args.out)
+    record = {"command": name, "checkpoint": str(gen.experiment.checkpoint.path),
+              "iteration": gen.experiment.checkpoint.iteration, "K": gen.steps, "seed": args.seed, **numbers}
+    path = out / f"{name}.json"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record))
+    return 0
+
+
+def _rows(*columns: Tensor) -> list[Tensor]:
+    """Columns ``(N, *shape)`` each -> N figure rows, row i holding image i of every column."""
+
+    import torch
+
+    return list(torch.stack([c.detach().float().cpu() for c in columns], dim=1))
+
+
+def load_image_file(path: str | Path) -> Tensor:
+    """``(N, C, H, W)`` images in [-1, 1] from .pt (tensors only) or .npy / .npz (no pickle)."""
+    import numpy as np
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    try:
+        if path.suffix == ".pt":
+            x = torch.load(path, map_location="cpu", weights_only=True)
+        elif path.suffix in (".npy", ".npz"):
+            arr = np.load(path, allow_pickle=False)
+            if path.suffix == ".npz":
+                if len(arr.files) != 1:
+                    raise DataError(f"{path}: holds {len(arr.files)} arrays ({', '.join(arr.files)}); save exactly one")
+                arr = arr[arr.files[0]]
+            x = torch.from_numpy(np.asarray(arr))
+        else:
+            raise DataError(f"{path}: unknown image file type '{path.suffix}'; use .pt, .npy or .npz")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{path}: cannot read images: {exc}") from None
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{path}: expected one tensor of images, got {type(x).__name__}")
+    x = x.float()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4:
+        raise DataError(f"{path}: expected (N, C, H, W) images, got shape {tuple(x.shape)}")
+    if x.numel() and (x.min() < -1.001 or x.max() > 1.001):
+        raise DataError(f"{path}: images must be scaled to [-1, 1], found values in [{x.min():.3g}, {x.max():.3g}]")
+    return x
+
+
+def _pick_images(args: argparse.Namespace, gen) -> tuple[Tensor, str]:
+    import torch
+    if args.images:
+        x = load_image_file(args.images)[: args.n]
+        return x, str(args.images)
+    from .experiment import load_dataset
+
+    ds, _ = load_dataset(gen.experiment.config, args.split)
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed))[: args.n]
+    return torch.stack([ds[int(j)] for j in idx]), f"{gen.experiment.config.data.name} ({args.split} split, seeded pick)"
+
+
+def mean_image(gen, limit: int = 10_000) -> Tensor | None:
+    """The mean of the training images: the constant baseline reconstruction."""
+    import torch
+    from .experiment import load_dataset
+
+    try:
+        ds, _ = load_dataset(gen.experiment.config, "train")
+    except DataError:
+        return None
+    n = min(len(ds), limit)
+    return torch.stack([ds[j] for j in range(n)]).float().mean(0)
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+    from .images import save_grid, save_rows
+
+    _positive(n=args.n, chains=args.chains, batch_size=args.batch_size)
+    gen = _generator(args)
+    out = Path(args.out)
+    x = gen.generate(args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps)
+    steps, strip = gen.transition(args.chains, steps=args.transition_steps, seed=args.seed)
+    with torch.no_grad():
+        energy = gen.energy(x.to(gen.device)).mean().item()
+        strip_energy = [gen.energy(strip[:, j].to(gen.device)).mean().item() for j in range(len(steps))]
+    save_grid(x, out / "samples.png")
+    save_rows(list(strip), out / "transition.png")
+    return _finish(args, "generate", gen, {
+        "n": args.n, "steps": args.steps or gen.steps, "mean_energy": energy,
+        "transition_steps": list(steps), "transition_mean_energy": strip_energy,
+        "files": {"samples": str(out / "samples.png"), "transition": str(out / "transition.png")}})
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    import torch
+    from .images import save_rows
+
+    _positive(pairs=args.pairs, points=args.points)
+    rhos = args.rhos if args.rhos else [1.0 - j / max(1, args.points - 1) for j in range(args.points)]
+    gen = _generator(args)
+    out = Path(args.out)
+    z1 = gen.sample_z(args.pairs, seed=args.seed)
+    z2 = gen.sample_z(args.pairs, seed=args.seed + 1)
+    results = {}
+    figures = {}
+    for label, noise in (("noise_free", None), ("fixed_noise", gen.draw_noise(z1, seed=args.seed + 2))):
+        if label == "fixed_noise" and not args.fixed_noise:
+            continue
+        path = gen.interpolate(z1, z2, rhos, noise=noise)  # (R, pairs, *shape)
+        ends = {}
+        for rho, z in ((1.0, z1), (0.0, z2)):  # exactness check of the endpoints, when the grid has them
+            if rho in rhos:
+                ends[f"rho={rho:g}"] = (path[rhos.index(rho)] - gen.map(z, noise)).abs().max().item()
+        with torch.no_grad():
+            energies = [gen.energy(row).mean().item() for row in path]
+        name = "interpolation.png" if noise is None else "interpolation-fixed-noise.png"
+        save_rows(list(path.transpose(0, 1)), out / name)
+        figures[label] = str(out / name)
+        results[label] = {"endpoint_max_abs_diff": ends, "mean_energy_per_rho": energies}
+    return _finish(args, "interpolate", gen, {"pairs": args.pairs, "rhos": rhos, **results, "files": figures})
+
+
+def record_points(iterations: int) -> tuple[int, ...]:
+    """Optimiser iterations shown in the reconstruction path: 0 and about geometric steps up to the end."""
+    return tuple(sorted({0, *(max(1, round(iterations * f)) for f in (0.02, 0.05, 0.1, 0.25, 0.5)), iterations}))
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+    from .generator import ReconstructParams, validated
+    from .images import save_rows
+    from .metrics import reconstruction_quality
+
+    _positive(n=args.n, batch_size=args.batch_size)
+    gen = _generator(args)
+    out = Path(args.out)
+    params = validated(ReconstructParams, {
+        "iterations": args.iterations, "optimizer": args.optimizer, "lr": args.lr, "infer_noise": args.infer_noise,
+        "noise_prior": args.noise_prior, "checkpoint_every": args.checkpoint_every,
+        "record": record_points(args.iterations), "seed": args.seed}, "reconstruct")
+    x, source = _pick_images(args, gen)
+    x = gen._check_images(x)
+    parts, curves, seconds, path = [], [], 0.0, None
+    for start in range(0, x.shape[0], args.batch_size):
+        batch = x[start:start + args.batch_size]
+        rec = gen.reconstruct(batch, **params.model_dump())
+        parts.append(rec.x.cpu())
+        curves.append((batch.shape[0], rec.losses))
+        seconds += rec.seconds
+        if path is None:
+            path = rec.path
+    x_hat = torch.cat(parts)
+    n = x.shape[0]
+    curve = [sum(m * c[j] for m, c in curves) / n for j in range(len(curves[0][1]))]
+    q = reconstruction_quality(x, x_hat)
+    mean = mean_image(gen)
+    baseline = None
+    if mean is not None:
+        b = reconstruction_quality(x, mean.expand_as(x).contiguous())
+        baseline = {"mse_per_pixel": b["mse"], "psnr": b["psnr"], "ssim": b["ssim"]}
+    show = max(1, min(args.show, path[params.iterations].shape[0]))
+    its = sorted(path)
+    # One row per image: the observed x, then M(z_t) along the optimisation (the paper's Figure 7).
+    save_rows(_rows(x[:show], *[path[t][:show] for t in its]), out / "reconstruction.png")
+    return _finish(args, "reconstruct", gen, {
+        "images": source, "n": n, "mse_per_pixel": q["mse"], "mse_per_pixel_01_scale": q["mse"] / 4, "psnr": q["psnr"],
+        "ssim": q["ssim"], "mean_image_baseline": baseline, "params": params.model_dump(mode="json"),
+        "loss_curve": {str(t): curve[t] for t in its}, "seconds": round(seconds, 3),
+        "files": {"path": str(out / "reconstruction.png")}, "path_iterations": its})
+
+
+def cmd_super_resolve(args: argparse.Namespace) -> int:
+    import torch.nn.functional as F
+
+    from .images import save_rows
+
+    _positive(n=args.n)
+    if not args.seeds:
+        raise ConfigError("--seeds needs at least one seed")
+    gen = _generator(args)
+    out = Path(args.out)
+    x, source = _pick_images(args, gen)
+    full = gen.to_full_size(x)
+    ups = gen.super_resolve(full, seeds=args.seeds).cpu()  # (S, N, *shape)
+    start = gen.low_resolution_start(full).cpu()
+    numbers: dict[str, Any] = {"images": source, "n": x.shape[0], "seeds": list(args.seeds),
+                               "input_size": list(x.shape[-2:])}
+    size = getattr(gen.initializer, "size", None)
+    if tuple(x.shape[1:]) == gen.shape:  # full-size originals: how close are the upsampled images?
+        numbers["mse_per_pixel_per_seed"] = [(u - x).pow(2).mean().item() for u in ups]
+        numbers["mse_per_pixel_start"] = (start - x).pow(2).mean().item()
+    if size:  # does the output keep the low-resolution content?
+        low = F.adaptive_avg_pool2d(full, size)
+        numbers["low_resolution_size"] = size
+        numbers["low_resolution_mse_per_seed"] = [(F.adaptive_avg_pool2d(u, size) - low).pow(2).mean().item() for u in ups]
+    columns = [start, *ups] + ([x] if tuple(x.shape[1:]) == gen.shape else [])
+    save_rows(_rows(*columns), out / "super-resolution.png")
+    numbers["files"] = {"grid": str(out / "super-resolution.png")}
+    numbers["columns"] = ["start (low resolution, full size)", *[f"seed {s}" for s in args.seeds]] + (
+        ["original"] if tuple(x.shape[1:]) == gen.shape else [])
+    return _finish(args, "super-resolve", gen, numbers)
