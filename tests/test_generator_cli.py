@@ -92,7 +92,7 @@ def test_super_resolve_writes_grid_with_one_column_per_seed(checkpoints, tmp_pat
     out = tmp_path / "sr"
     res = run(capsys, "super-resolve", checkpoints["lowres"], "--n", "3", "--seeds", "0", "1", "--out", str(out))
     assert res["seeds"] == [0, 1] and res["low_resolution_size"] == 4
-    assert len(res["mse_per_pixel_per_seed"]) == 2 and res["mse_per_pixel_start"] > 0
+    assert len(res["mse_per_pixel_per_seed"]) == 2 and res["mse_per_pixel_start"] > 0 and res["mse_per_pixel_bicubic"] > 0
     assert res["columns"] == ["start (low resolution, full size)", "seed 0", "seed 1", "original"]
     png(out / "super-resolution.png", 3, 4)
     # Low-resolution inputs (4x4) are brought to full size first.
