@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -54,7 +54,7 @@ class ReconstructParams(Params):
                                "0 lets the noise absorb any residual")
     checkpoint_every: int = Field(0, ge=0, description="gradient checkpointing: keep the graph of only this many "
                                   "steps at a time and recompute the rest in backward (0: off; 1: least memory)")
-    record: tuple[int, ...] = Field((), description="optimiser iterations at which M(z) goes into the path "
+    record: tuple[NonNegativeInt, ...] = Field((), description="optimiser iterations at which M(z) goes into the path "
                                     "(0 = the start); the last iteration is always recorded")
     seed: int = Field(0, description="seeds the starting z drawn from p0")
 
@@ -128,6 +128,7 @@ class ShortRunGenerator:
                  dataset: Any = None) -> None:
         self.energy, self.sampler, self.initializer = energy.eval(), sampler, initializer
         self.shape, self.dataset = tuple(shape), dataset
+        self.experiment: Any = None  # the loaded Experiment, when built by from_checkpoint
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", with_data: bool | None = None
@@ -269,6 +270,8 @@ class ShortRunGenerator:
         by gradient descent through all K steps; keyword arguments are
         :class:`ReconstructParams` (``iterations=200``, ``optimizer="adam"``,
         ``lr``, ``infer_noise``, ``checkpoint_every``, ``record``, ``seed``).
+        z starts from p0; an initializer that reads data (``lowres``) starts
+        it from x itself, as in training.
         """
         p = validated(ReconstructParams, params, "reconstruct")
         x = self._check_images(x).to(self.device)
