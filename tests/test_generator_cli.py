@@ -73,6 +73,7 @@ def test_reconstruct_writes_path_and_beats_nothing_worse_than_its_start(checkpoi
     assert res["mse_per_pixel_01_scale"] == pytest.approx(res["mse_per_pixel"] / 4)
     assert res["mean_image_baseline"]["mse_per_pixel"] > 0
     png(out / "reconstruction.png", 3, 1 + 5)
+    assert json.loads((out / "reconstruct.json").read_text()) == res
 
 
 def test_reconstruct_reads_an_image_file_and_rejects_bad_ones(checkpoints, tmp_path, capsys):
@@ -95,6 +96,7 @@ def test_super_resolve_writes_grid_with_one_column_per_seed(checkpoints, tmp_pat
     assert len(res["mse_per_pixel_per_seed"]) == 2 and res["mse_per_pixel_start"] > 0 and res["mse_per_pixel_bicubic"] > 0
     assert res["columns"] == ["start (low resolution, full size)", "seed 0", "seed 1", "original"]
     png(out / "super-resolution.png", 3, 4)
+    assert json.loads((out / "super-resolve.json").read_text()) == res
     # Low-resolution inputs (4x4) are brought to full size first.
     low = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 8, 8) * 2 - 1, 2)
     torch.save(low, tmp_path / "low.pt")
