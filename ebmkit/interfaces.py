@@ -183,5 +183,20 @@ class DataSource(Component):
         raise NotImplementedError
 
 
-KINDS = ("energy", "initializer", "sampler", "objective", "dataset")
+class MaskGenerator(Component):
+    """Draws inpainting masks: ``sample(n, height, width)`` returns a bool
+    tensor ``(n, 1, height, width)``, True where a pixel is *missing* (to be
+    filled in) and False where it is observed.  ``generator`` makes the draw
+    reproducible (held-out evaluation sets use fixed masks)."""
+
+    def sample(self, n: int, height: int, width: int, *, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def expected_coverage(self, height: int, width: int) -> float | None:
+        """The expected fraction of missing pixels, when it is known in closed form."""
+        return None
+
+
+KINDS = ("energy", "initializer", "sampler", "objective", "dataset", "mask")
 """The kinds of component the registry knows, in the order they are built."""

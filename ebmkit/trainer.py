@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import Checkpoint, atomic_write, find_checkpoint, list_checkpoints, recover_interrupted, save_checkpoint
+from .conditional import batch_condition, bound
 from .config import ExperimentConfig, OptimizerConfig
 from .data import batch_stream
 from .divergence import DivergenceGuard
@@ -165,11 +166,15 @@ class Trainer:
         for part in (self.initializer, self.sampler, self.objective):
             logs.update(part.set_progress(self.iteration, total))
         z = self.initializer.sample(x.shape[0], data=x)
-        with acc.autocast():
-            chain = self.sampler.run(acc.unwrap_model(self.energy), z)
-        negative = chain.x.detach()
-        with acc.autocast():
-            out = self.objective(self.energy, x, negative)
+        condition = batch_condition(self.initializer)  # conditional tasks: y drawn with z (docs/conditional.md)
+        if condition is not None:
+            x = condition.target  # the positives are the targets (paired data packs the condition beside them)
+        with bound(acc.unwrap_model(self.energy), condition):  # energy(x) means U(x | y) until the loss is built
+            with acc.autocast():
+                chain = self.sampler.run(acc.unwrap_model(self.energy), z)
+            negative = chain.x.detach()
+            with acc.autocast():
+                out = self.objective(self.energy, x, negative)
         self._check_forward_together(out, chain)  # before the weights move
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(out.loss)
@@ -269,8 +274,9 @@ class Trainer:
     def sample(self, n: int) -> torch.Tensor:
         """n fresh short-run samples from the current model."""
         z = self.initializer.sample(n, data=self._data_batch(n) if self.initializer.needs_data else None)
-        with self.accelerator.autocast():
-            return self.sampler.run(self.accelerator.unwrap_model(self.energy), z).x.detach()
+        energy = self.accelerator.unwrap_model(self.energy)
+        with bound(energy, batch_condition(self.initializer)), self.accelerator.autocast():
+            return self.sampler.run(energy, z).x.detach()
 
     def _data_batch(self, n: int) -> torch.Tensor:
         ds = self.experiment.dataset
