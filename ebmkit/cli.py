@@ -2,6 +2,7 @@
 
     ebmkit train CONFIG|PRESET [--set section.key=value ...] [--resume] [--num-processes N]
     ebmkit sample CHECKPOINT --n 64 --out grid.png [--num-processes N]
+    ebmkit inpaint CHECKPOINT [--images test] [--mask centre:fraction=0.5] [--samples 4] [--out DIR]
     ebmkit plugins [--kind KIND]
     ebmkit presets
 
@@ -121,6 +122,112 @@ def _data_batch(exp, n: int, device: str):
     return torch.stack([exp.dataset[int(i)] for i in idx]).to(device)
 
 
+# -- inpainting (docs/conditional.md) ---------------------------------------------------
+
+
+@command
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    import torch
+
+    from .errors import ConfigError
+    from .experiment import load_trained
+    from .images import save_rows
+    from .inpainting import ebm_fill, inpainting_scores, masked_view, mean_fill, nearest_fill
+
+    if args.n < 1 or args.samples < 1 or args.show < 0:
+        raise ConfigError(f"--n and --samples must be positive and --show not negative, got {args.n}, {args.samples}, {args.show}")
+    torch.manual_seed(args.seed)
+    exp = load_trained(args.checkpoint, device=args.device, with_data=True)
+    if len(exp.shape) != 3:
+        raise ConfigError(f"inpainting needs an image model; this checkpoint's data has shape {exp.shape}")
+    images = _inpaint_images(args.images, exp)[: args.n].to(args.device)
+    height, width = images.shape[-2:]
+    missing = _inpaint_masks(args.mask, exp, images.shape[0], height, width, args.seed).to(args.device)
+    filled = ebm_fill(exp.energy, exp.sampler, exp.initializer, images, missing, samples=args.samples, steps=args.steps)
+    train = torch.stack([exp.dataset[i] for i in range(len(exp.dataset))]).to(args.device)
+    scores = {"ebm": inpainting_scores(images, filled, missing),
+              "mean_fill": inpainting_scores(images, mean_fill(train, images, missing), missing),
+              "nearest_fill": inpainting_scores(images, nearest_fill(train, images, missing), missing)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    show = min(args.show, images.shape[0])
+    rows = [torch.cat([masked_view(images[i : i + 1], missing[i : i + 1]), filled[:, i], images[i : i + 1]]) for i in range(show)]
+    strip = save_rows(rows, out / "inpaint.png") if rows else None
+    summary = {"checkpoint": str(exp.checkpoint.path), "iteration": exp.checkpoint.iteration, "images": args.images,
+               "n": int(images.shape[0]), "mask": args.mask or "(the checkpoint's)", "samples": args.samples,
+               "missing_fraction": float(missing.float().mean()), "scores": scores,
+               "strip": str(strip) if strip else None,
+               "strip_layout": "one row per image: masked input (missing pixels grey), the samples, the truth"}
+    (out / "scores.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    return 0
+
+
+def _inpaint_images(source: str, exp):
+    """'test' / 'train' (the checkpoint's dataset), a folder of images, or a .npy / .pt array in [-1, 1]."""
+    import numpy as np
+    import torch
+
+    from .data import check_dataset
+    from .errors import DataError
+    from .experiment import load_dataset
+    from .registry import default_registry
+
+    if source in ("test", "train"):
+        ds, _ = load_dataset(exp.config, source)
+    else:
+        path = Path(source)
+        if path.suffix.lower() in (".npy", ".pt"):
+            if not path.is_file():
+                raise DataError(f"--images: file not found: {path}")
+            arr = torch.as_tensor(np.load(path)) if path.suffix.lower() == ".npy" else torch.load(path, weights_only=True)
+            from .data import TensorImages
+
+            ds = TensorImages(torch.as_tensor(arr).float())
+        else:
+            c, h, _ = exp.shape
+            ds = default_registry().build("dataset", "image-folder", {"root": str(path), "image_size": h, "channels": c},
+                                          where="--images").load("train")
+    shape = check_dataset(ds, name=source)
+    if tuple(shape) != tuple(exp.shape):
+        raise DataError(f"--images {source}: images of shape {tuple(shape)}, the checkpoint models {tuple(exp.shape)}")
+    return torch.stack([ds[i] for i in range(len(ds))])
+
+
+def _inpaint_masks(spec: str | None, exp, n: int, height: int, width: int, seed: int):
+    """--mask NAME[:key=value,...] (a registered mask generator), a mask file, or the checkpoint's own generator."""
+    import tomllib
+
+    import torch
+
+    from .errors import ConfigError
+    from .inpainting import load_mask_file
+    from .registry import default_registry
+
+    if spec and Path(spec).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".npy", ".pt"):
+        m = load_mask_file(spec, height, width)
+        if m.shape[0] not in (1, n):
+            raise ConfigError(f"--mask {spec} holds {m.shape[0]} masks for {n} images")
+        return m.expand(n, -1, -1, -1)
+    if spec:
+        name, _, rest = spec.partition(":")
+        params = {}
+        for item in filter(None, rest.split(",")):
+            key, eq, raw = item.partition("=")
+            if not eq:
+                raise ConfigError(f"--mask {spec}: write parameters as key=value, e.g. centre:fraction=0.5")
+            try:
+                params[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                params[key.strip()] = raw
+        generator = default_registry().build("mask", name.strip(), params, where="--mask")
+    else:
+        generator = getattr(exp.initializer, "masks", None)
+        if generator is None:
+            raise ConfigError("this checkpoint's initializer draws no masks; give --mask NAME[:key=value,...]")
+    return generator.sample(n, height, width, generator=torch.Generator().manual_seed(seed))
+
+
 # -- data-parallel runs (ebmkit.distributed) ---------------------------------------------
 
 
@@ -220,11 +327,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=256, help="chains run at once per process")
     s.add_argument("--num-processes", type=int, metavar="N", help="split the n samples across N processes")
 
+    _inpaint_parser(sub)
+
     pl = sub.add_parser("plugins", help="list every registered component and its source")
-    pl.add_argument("--kind", choices=["energy", "initializer", "sampler", "objective", "dataset"])
+    pl.add_argument("--kind", choices=["energy", "initializer", "sampler", "objective", "dataset", "mask"])
 
     sub.add_parser("presets", help="list the shipped preset configs")
     return p
+
+
+def _inpaint_parser(sub) -> None:
+    i = sub.add_parser("inpaint", help="fill in masked pixels with a conditional checkpoint; PNG strips and PSNR / SSIM")
+    i.add_argument("checkpoint", help="checkpoint folder or run folder of a conditional model (docs/conditional.md)")
+    i.add_argument("--images", default="test", help="'test' or 'train' (the checkpoint's dataset), a folder of images, "
+                                                    "or a .npy / .pt array (N, C, H, W) in [-1, 1]")
+    i.add_argument("--mask", help="mask generator NAME[:key=value,...] (e.g. centre:fraction=0.5, half:side=left; "
+                                  "see `ebmkit plugins --kind mask`) or a mask file (PNG: white = missing; .npy/.pt: "
+                                  "nonzero = missing); default: the checkpoint's")
+    i.add_argument("--n", type=int, default=256, help="images to inpaint (the first N)")
+    i.add_argument("--samples", type=int, default=4, help="completions per image")
+    i.add_argument("--show", type=int, default=8, help="images in the PNG strip")
+    i.add_argument("--steps", type=int, default=None, help="override K")
+    i.add_argument("--seed", type=int, default=0, help="seeds the masks and the chains")
+    i.add_argument("--device", default="cpu")
+    i.add_argument("--out", default="inpaint", help="folder for inpaint.png and scores.json")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -41,6 +41,9 @@ def ebm_fill(energy: ConditionalEnergy, sampler: Any, initializer: ConditionalIn
             x, m = images[i : i + batch_size], missing[i : i + batch_size]
             z = initializer.start(x, m)
             condition = initializer.condition
+            if condition is None or condition.observed is None:
+                raise ConfigError(f"inpainting needs an initializer that keeps observed pixels (e.g. 'masked'), "
+                                  f"not {type(initializer).__name__}")
             with bound(energy, condition):
                 parts.append(condition.clamp(sampler.run(energy, z, steps=steps).x.detach()))
         out.append(torch.cat(parts))

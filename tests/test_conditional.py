@@ -159,3 +159,25 @@ def test_short_cpu_run_beats_mean_fill(tiny):
     ebm_psnr = missing_psnr(x, ebm[0], missing)
     mean_psnr = missing_psnr(x, mean_fill(exp.dataset.data, x, missing), missing)
     assert ebm_psnr > mean_psnr + 0.3, json.dumps({"ebm": ebm_psnr, "mean": mean_psnr})
+
+
+def test_inpaint_command_writes_strip_and_scores(tiny, tmp_path, capsys):
+    from PIL import Image
+
+    from ebmkit.cli import main
+
+    cfg = parse_config(_clamped(tiny(energy={"name": "conditional-convnet", "nf": 8},
+                                     initializer={"name": "masked", "mask": "centre"}, training={"iterations": 2}), steps=3))
+    trainer = Trainer(build_experiment(cfg))
+    trainer.fit()
+    out = tmp_path / "inp"
+    assert main(["inpaint", str(trainer.run_dir), "--n", "6", "--samples", "2", "--show", "3",
+                 "--mask", "half:side=left", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 6 and summary["missing_fraction"] == 0.5
+    assert set(summary["scores"]) == {"ebm", "mean_fill", "nearest_fill"}
+    assert set(summary["scores"]["ebm"]) == {"psnr", "psnr_missing", "ssim", "mse_missing"}
+    with Image.open(out / "inpaint.png") as im:  # 3 rows of 1 + 2 + 1 images of 8 px, 2 px padding
+        assert im.size == (2 + 4 * 10, 2 + 3 * 10)
+    assert main(["inpaint", str(trainer.run_dir), "--mask", "nope", "--out", str(out)]) == 2
+    assert "unknown mask 'nope'" in capsys.readouterr().err
