@@ -10,7 +10,6 @@ import torch
 from ebmkit import create, create_energy, create_initializer, create_sampler
 from ebmkit.conditional import bound, masked_condition
 from ebmkit.config import parse_config
-from ebmkit.data import TensorImages
 from ebmkit.errors import ConfigError
 from ebmkit.experiment import build_experiment, load_dataset, load_trained
 from ebmkit.inpainting import ebm_fill, inpainting_scores, mean_fill, missing_psnr, nearest_fill
@@ -111,16 +110,43 @@ def test_baselines_by_hand():
     assert torch.equal(nearest_fill(train, x, missing), torch.tensor([[[[0.9, 0.8], [1.0, 1.0]]]]))  # white is nearer
 
 
+def _paired_folders(root, n_train=20, n_test=4, side_by_side=False):
+    """Pairs where A is a colour image and B its negative: B = 255 - A."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            a = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            if side_by_side:
+                (root / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.concatenate([a, 255 - a], 1)).save(root / split / f"{i}.png")
+            else:
+                for side, img in (("A", a), ("B", 255 - a)):
+                    (root / side / split).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(img).save(root / side / split / f"{i}.png")
+
+
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_paired_folders_pack_target_then_condition(tmp_path, side_by_side):
+    from ebmkit import create_dataset
+
+    _paired_folders(tmp_path, n_train=3, n_test=2, side_by_side=side_by_side)
+    ds = create_dataset("paired-folders", root=str(tmp_path), image_size=8).load("train")
+    assert len(ds) == 3 and ds[0].shape == (6, 8, 8)
+    assert torch.allclose(ds[0][:3], -ds[0][3:], atol=1e-5)  # target A, then condition B = its negative
+    assert len(create_dataset("paired-folders", root=str(tmp_path), image_size=8).load("test")) == 2
+
+
 def test_paired_training_runs_and_keeps_channels(tmp_path, tiny):
-    g = torch.Generator().manual_seed(0)
-    target = torch.rand(32, 1, 8, 8, generator=g) * 2 - 1
-    packed = torch.cat([target, -target], 1)  # condition = the negative image
-    cfg = parse_config(tiny(energy={"name": "conditional-convnet", "nf": 8, "target_channels": 1},
-                            initializer={"name": "paired", "target_channels": 1},
-                            training={"iterations": 2}), check=True)
-    trainer = Trainer(build_experiment(cfg, dataset=TensorImages(packed)))
+    _paired_folders(tmp_path / "pairs")
+    cfg = parse_config(tiny(data={"name": "paired-folders", "root": str(tmp_path / "pairs"), "image_size": 8},
+                            energy={"name": "conditional-convnet", "nf": 8, "target_channels": 3},
+                            initializer={"name": "paired", "target_channels": 3},
+                            training={"iterations": 2}))
+    trainer = Trainer(build_experiment(cfg))
     last = trainer.fit()
-    assert math.isfinite(last["gap"]) and trainer.sample(4).shape == (4, 1, 8, 8)
+    assert math.isfinite(last["gap"]) and trainer.sample(4).shape == (4, 3, 8, 8)
 
 
 def _clamped(cfg: dict, **inner) -> dict:
