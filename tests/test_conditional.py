@@ -207,3 +207,19 @@ def test_inpaint_command_writes_strip_and_scores(tiny, tmp_path, capsys):
         assert im.size == (2 + 4 * 10, 2 + 3 * 10)
     assert main(["inpaint", str(trainer.run_dir), "--mask", "nope", "--out", str(out)]) == 2
     assert "unknown mask 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_inpainting_suite_writes_its_table(tmp_path, capsys):
+    from benchmarks.run import main
+
+    out = tmp_path / "bench"
+    assert main(["inpainting", "--only", "centre", "--budget", "2", "--out", str(out), "--no-progress",
+                 "--set", "data.image_size=8", "--set", "n_test=12", "--set", "samples=1", "--set", "nf=8",
+                 "--set", "steps=3"]) == 0
+    table = json.loads((out / "tables" / "inpainting.json").read_text())
+    assert [r["method"] for r in table["rows"]] == ["ebm", "mean fill", "nearest-neighbour fill"]
+    assert all(0 < r["PSNR"] < 100 and -1 <= r["SSIM"] <= 1 for r in table["rows"])
+    assert (out / "tables" / "inpainting.csv").is_file() and (out / "samples" / "centre.png").is_file()
+    assert "| centre (25% missing) | ebm |" in (out / "tables.md").read_text()
+    assert main(["inpainting", "--only", "nope", "--out", str(out)]) == 2
