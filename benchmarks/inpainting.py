@@ -1,9 +1,9 @@
 """The inpainting suite: a conditional short-run EBM against mean fill and
 nearest-neighbour fill, by PSNR and SSIM on held-out images.
 
-    python -m benchmarks.run inpainting                         # digits 16x16, a few CPU minutes
+    python -m benchmarks.run inpainting                         # digits 16x16, 4 masks, ~20 CPU minutes
     python -m benchmarks.run inpainting --only centre,half      # some of the masks
-    python -m benchmarks.run inpainting --budget 600            # longer training
+    python -m benchmarks.run inpainting --budget 300            # shorter training (~1 minute per mask)
     python -m benchmarks.run inpainting --set paired_root="~/data/facades"   # also facades-style pairs
 
 For each mask (``masks``) one conditional EBM (``conditional-convnet`` +
@@ -51,7 +51,7 @@ class InpaintingSettings(BaseModel):
         "random-blocks": {"name": "random-blocks", "count": 3, "fraction": 0.3},
         "random-pixels": {"name": "random-pixels", "fraction": 0.7},
     })
-    budget: str = "300"
+    budget: str = "1000"
     batch_size: int = 32
     nf: int = 16
     steps: int = Field(10, description="K")
@@ -206,7 +206,7 @@ def build_table(s: InpaintingSettings, cells: list[Cell], results: dict[str, dic
                  notes)
 
 
-@register_suite("inpainting", help="conditional EBM vs mean / nearest-neighbour fill on digits (PSNR, SSIM); a few CPU minutes")
+@register_suite("inpainting", help="conditional EBM vs mean / nearest-neighbour fill on digits (PSNR, SSIM); ~5 CPU minutes per mask")
 def run(args: SuiteArgs) -> int:
     from pydantic import ValidationError
 

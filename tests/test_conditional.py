@@ -207,6 +207,18 @@ def test_inpaint_command_writes_strip_and_scores(tiny, tmp_path, capsys):
         assert im.size == (2 + 4 * 10, 2 + 3 * 10)
     assert main(["inpaint", str(trainer.run_dir), "--mask", "nope", "--out", str(out)]) == 2
     assert "unknown mask 'nope'" in capsys.readouterr().err
+    # a folder of images and a PNG mask (white = missing): the left 2 columns of 8
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    hole = np.zeros((8, 8), dtype=np.uint8)
+    hole[:, :2] = 255
+    Image.fromarray(hole).save(tmp_path / "hole.png")
+    assert main(["inpaint", str(trainer.run_dir), "--images", str(folder), "--mask", str(tmp_path / "hole.png"),
+                 "--samples", "1", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 3 and summary["missing_fraction"] == 0.25
 
 
 @pytest.mark.slow
