@@ -8,9 +8,10 @@ Recorded every iteration (``diagnostics.csv``):
   when learning is stable; its sign says which side the model pushes.
 * ``r_t`` = step * mean over the chain (steps and chains) of the per-sample
   ||grad_x U||, step = eps^2/2 in the coupled form: the typical size of the
-  gradient part of one Langevin update.  Compared with the noise eps it
-  tells convergent learning (r_t ~ eps: gradient and noise balance) from
-  non-convergent learning (r_t >> eps: the chain is driven by the gradient).
+  gradient part of one Langevin update, to compare with the noise sd: far
+  above it, the chain is gradient-driven (noise negligible, as in
+  non-convergent short-run learning); of its order or below, noise matters
+  and long chains can mix.
 
 Plotted as traces plus autocorrelations (``diagnostics.png``) at intervals and
 at the end.  Optional long-run chains (thousands of steps from data or from
@@ -132,6 +133,7 @@ class Diagnostics(Callback):
     def __init__(self, cfg: DiagnosticsConfig | None = None) -> None:
         self.cfg = cfg or DiagnosticsConfig(enabled=True)
         self._toy: Any = None
+        self._last = 0
 
     # paths
     def _dir(self, trainer: "Trainer") -> Path:
@@ -143,8 +145,12 @@ class Diagnostics(Callback):
         self.toy_csv = MetricsLog(trainer.run_dir / "toy_metrics.csv", enabled=trainer.is_main)
         if trainer.is_main:
             self._dir(trainer).mkdir(parents=True, exist_ok=True)
-        for log in (self.csv, self.long_csv, self.toy_csv):  # a resumed run reads as one run
-            log.truncate_after(trainer.iteration)
+        self._truncate(trainer.iteration)
+
+    def _truncate(self, iteration: int) -> None:
+        for log in (self.csv, self.long_csv, self.toy_csv):  # a resumed / rolled-back run reads as one run
+            log.truncate_after(iteration)
+        self._last = iteration
 
     def row(self, trainer: "Trainer", logs: dict[str, float]) -> dict[str, Any]:
         scale = float(getattr(trainer.objective, "loss_scale", 1.0))
@@ -157,6 +163,9 @@ class Diagnostics(Callback):
         return out
 
     def on_step_end(self, trainer: "Trainer", logs: dict[str, float]) -> None:
+        if trainer.iteration <= self._last:  # the divergence guard rolled back to an earlier checkpoint
+            self._truncate(trainer.iteration - 1)
+        self._last = trainer.iteration
         self.csv.append(self.row(trainer, logs))
         i, c = trainer.iteration, self.cfg
         if c.plot_every and i % c.plot_every == 0:
