@@ -123,3 +123,20 @@ def test_diagnostics_from_the_command_line(tiny, tmp_path, capsys):
     path.write_text(json.dumps(tiny(training={"iterations": 2}, output={"dir": str(tmp_path / "off")})))
     assert cli_main(["train", str(path)]) == 0
     assert not (tmp_path / "off" / "diagnostics.csv").exists()  # off unless enabled
+
+
+@pytest.mark.parametrize("name", ["anatomy-rings-convergent", "anatomy-rings-nonconvergent",
+                                  "anatomy-digits-convergent", "anatomy-digits-nonconvergent"])
+def test_anatomy_presets_are_valid(name):
+    from ebmkit.cli import preset_names, resolve_config_path
+    from ebmkit.config import load_config
+
+    assert name in preset_names()
+    cfg = load_config(resolve_config_path(name))
+    assert cfg.diagnostics.enabled
+    if "nonconvergent" in name:
+        assert cfg.initializer.name == "uniform"
+    else:  # the recipe's scalings go together: loss x 2/eps^2, lr x eps^2/2, noise eps
+        assert cfg.initializer.name == "persistent"
+        eps = cfg.sampler.params["noise"]
+        assert cfg.objective.params["epsilon_scale"] == eps and cfg.optimizer.epsilon_scale == eps
