@@ -140,3 +140,22 @@ def test_anatomy_presets_are_valid(name):
         assert cfg.initializer.name == "persistent"
         eps = cfg.sampler.params["noise"]
         assert cfg.objective.params["epsilon_scale"] == eps and cfg.optimizer.epsilon_scale == eps
+
+
+def test_diagnostics_csv_reads_as_one_run_after_a_rollback(tmp_path):
+    from types import SimpleNamespace
+
+    from ebmkit.config import DiagnosticsConfig
+
+    trainer = SimpleNamespace(run_dir=tmp_path, is_main=True, iteration=0, objective=SimpleNamespace(loss_scale=2.0),
+                              sampler=SimpleNamespace(step_size=0.5))
+    cb = Diagnostics(DiagnosticsConfig(enabled=True))
+    cb.on_train_start(trainer)
+    for it in (1, 2, 3, 2, 3, 4):  # the divergence guard rolled back from 3 to the checkpoint at 1
+        trainer.iteration = it
+        cb.on_step_end(trainer, {"iteration": it, "gap": float(it), "chain_grad_norm": 10.0 * it})
+    with open(tmp_path / "diagnostics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["d_st"]) for r in rows] == [2.0, 4.0, 6.0, 8.0]   # loss_scale x gap
+    assert [float(r["r_t"]) for r in rows] == [5.0, 10.0, 15.0, 20.0]  # step x chain_grad_norm
