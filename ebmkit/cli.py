@@ -68,7 +68,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     status = _relaunch(args, "train")
     if status is not None:
         return status
-    trainer = Trainer(build_experiment(cfg))
+    from .diagnostics import callbacks_from_config
+
+    trainer = Trainer(build_experiment(cfg), callbacks=callbacks_from_config(cfg.diagnostics))
     last = trainer.fit(resume=args.resume)
     if trainer.is_main:
         summary = {k: last[k] for k in ("iteration", "energy_data", "energy_samples", "gap") if k in last}

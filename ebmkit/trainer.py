@@ -142,7 +142,8 @@ class Trainer:
         self.objective = experiment.objective
         self.initializer = experiment.initializer.to(self.accelerator.device)
         distributed.shard_module(self.initializer, self.accelerator)  # each process keeps its share of a bank
-        lr = distributed.scaled_lr(cfg.optimizer.lr, cfg.optimizer.scale_lr, self.accelerator.num_processes)
+        lr = distributed.scaled_lr(cfg.optimizer.lr * cfg.optimizer.lr_multiplier(), cfg.optimizer.scale_lr,
+                                   self.accelerator.num_processes)
         optimizer = make_optimizer(cfg.optimizer.model_copy(update={"lr": lr}), experiment.energy.parameters())
         self.energy, self.optimizer = self.accelerator.prepare(experiment.energy, optimizer)
         distributed.seed_processes(cfg.training.seed, self.accelerator)  # own chains per process, same weights
@@ -162,7 +163,8 @@ class Trainer:
         """One learning iteration on the positive batch ``x``."""
         acc = self.accelerator
         total = self.config.training.iterations
-        logs: dict[str, float] = {"lr": apply_lr(self.optimizer, self.base_lrs, self.config.optimizer.schedule, self.iteration, total)}
+        logs: dict[str, float] = {"lr": apply_lr(self.optimizer, self.base_lrs, self.config.optimizer.effective_schedule(), self.iteration,
+                                                 total)}
         for part in (self.initializer, self.sampler, self.objective):
             logs.update(part.set_progress(self.iteration, total))
         z = self.initializer.sample(x.shape[0], data=x)
