@@ -16,16 +16,6 @@ from ebmkit.inpainting import ebm_fill, inpainting_scores, mean_fill, missing_ps
 from ebmkit.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny nets gain nothing from a second thread, and on a loaded 2-core machine
-    # two OpenMP threads made these runs ~30x slower (measured: 449 s vs 13 s).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(nf=8, size=8):
     energy = create_energy("conditional-convnet", (1, size, size), nf=nf)
     init = create_initializer("masked", (1, size, size), mask={"name": "centre", "fraction": 0.5})
