@@ -200,6 +200,11 @@ def build_table(s: InpaintingSettings, cells: list[Cell], results: dict[str, dic
              f"'missing' columns score the hidden pixels only (observed pixels are exact for every method).",
              f"EBM: conditional-convnet nf={s.nf}, masked initializer (fill {s.fill}), clamped Langevin K={s.steps} "
              f"step {s.step_size} noise {s.noise}, Adam lr {s.lr} beta1 {s.beta1}, batch {s.batch_size}, budget {budget}."]
+    for cell in cells:
+        div = results[cell.id]["fit"].get("diverged")
+        if div:
+            notes.append(f"{cell.name}: the EBM's training diverged at iteration {div['iteration']} (the divergence guard "
+                         f"stopped it); its scores are those of the snapshot from iteration {div['evaluated_at']}.")
     if not s.paired_root:
         notes.append("Paired folders: none given (--set paired_root=PATH to add a facades-style cell).")
     return Table("inpainting", f"Inpainting: conditional EBM vs mean and nearest-neighbour fill ({s.title})", COLUMNS, rows,
