@@ -225,3 +225,12 @@ def test_inpainting_suite_writes_its_table(tmp_path, capsys):
     assert (out / "tables" / "inpainting.csv").is_file() and (out / "samples" / "centre.png").is_file()
     assert "| centre (25% missing) | ebm |" in (out / "tables.md").read_text()
     assert main(["inpainting", "--only", "nope", "--out", str(out)]) == 2
+
+
+def test_inpaint_preset_is_valid_and_conditional():
+    from ebmkit.cli import preset_names, resolve_config_path
+    from ebmkit.config import load_config
+
+    assert "digits-inpaint-cpu" in preset_names()
+    cfg = load_config(resolve_config_path("digits-inpaint-cpu"))
+    assert (cfg.energy.name, cfg.initializer.name, cfg.sampler.name) == ("conditional-convnet", "masked", "clamped")
