@@ -206,9 +206,9 @@ def test_inpaint_command_writes_strip_and_scores(tiny, tmp_path, capsys):
     hole[:, :2] = 255
     Image.fromarray(hole).save(tmp_path / "hole.png")
     assert main(["inpaint", str(trainer.run_dir), "--images", str(folder), "--mask", str(tmp_path / "hole.png"),
-                 "--samples", "1", "--out", str(out)]) == 0
+                 "--samples", "1", "--no-baselines", "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["n"] == 3 and summary["missing_fraction"] == 0.25
+    assert summary["n"] == 3 and summary["missing_fraction"] == 0.25 and set(summary["scores"]) == {"ebm"}
 
 
 @pytest.mark.slow
