@@ -199,3 +199,13 @@ def test_cooperative_sample_needs_a_latent_initializer(tiny, capsys):
     trainer.fit()
     assert main(["cooperative-sample", str(trainer.run_dir), "--out", str(trainer.run_dir / "gen")]) == 2
     assert "no latent space" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["cooperative-digits-cpu", "cooperative-mnist", "cooperative-fashion-mnist",
+                                    "cooperative-cifar10"])
+def test_cooperative_presets_are_valid(preset):
+    from ebmkit.cli import resolve_config_path
+    from ebmkit.config import load_config
+
+    cfg = load_config(resolve_config_path(preset))
+    assert cfg.initializer.name == "vae" and cfg.sampler.params["steps"] > 0
