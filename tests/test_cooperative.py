@@ -209,3 +209,19 @@ def test_cooperative_presets_are_valid(preset):
 
     cfg = load_config(resolve_config_path(preset))
     assert cfg.initializer.name == "vae" and cfg.sampler.params["steps"] > 0
+
+
+def test_benchmark_table_finds_the_k_each_model_needs():
+    from benchmarks.cooperative import CooperativeSettings, build_tables
+
+    s = CooperativeSettings(noise_steps=20)
+    trained = {"noise": {"k_train": 20, "iterations": 10, "cpu_seconds": 1.0},
+               "cooperative": {"k_train": 10, "iterations": 12, "cpu_seconds": 1.0}}
+    ev = lambda m, k, fid: {"method": m, "k": k, "fid": fid, "kid": 0.1, "floor_fid": 5.0, "floor_kid": 0.0,  # noqa: E731
+                            "sample_cpu_ms_per_image": 1.0}
+    evals = [ev("noise", 10, 90.0), ev("noise", 20, 60.0), ev("noise", 40, 55.0),
+             ev("cooperative", 0, 80.0), ev("cooperative", 2, 58.0), ev("cooperative", 5, 50.0)]
+    fid_vs_k, need = build_tables(s, trained, evals)
+    assert len(fid_vs_k.rows) == 6
+    key = "smallest K with FID <= 60.00"
+    assert [(r["at K"], r["best FID"], r[key]) for r in need.rows] == [(40, 55.0, 20), (5, 50.0, 2)]
