@@ -38,6 +38,7 @@ class VAEParams(ebmkit.Params):
     nf: PositiveInt = Field(32, description="base width of the conv encoder / decoder")
     hidden: PositiveInt = Field(256, description="width of the MLP encoder / decoder (vector data)")
     arch: Literal["auto", "conv", "mlp"] = Field("auto", description="auto: conv for images (C, H, W), mlp for vectors")
+    batch_norm: bool = Field(True, description="batch norm in the conv decoder (DCGAN-style; keeps proposals diverse)")
     kl_weight: float = Field(1.0, ge=0.0, description="gamma, the weight of the KL term (1: the exact negative ELBO)")
     decoder_sd: PositiveFloat = Field(0.3, description="sd of the Gaussian decoder p(x|z); smaller weighs reconstruction more")
     lr: PositiveFloat = Field(2e-4, description="Adam learning rate of the VAE")
@@ -57,9 +58,17 @@ def _halvings(h: int, w: int) -> int:
 class ConvVAE(nn.Module):
     """DCGAN-shaped encoder and decoder: 3x3 conv (nf), then stride-2 stages
     doubling the width up to 8*nf down to a 4..7-pixel base; the decoder
-    mirrors it and ends in tanh (data live in [-1, 1])."""
+    mirrors it and ends in tanh (data live in [-1, 1]).
 
-    def __init__(self, shape: tuple[int, ...], latent_dim: int, nf: int):
+    With ``batch_norm`` the decoder normalises its feature maps over the
+    batch (as DCGAN's generator does).  Without it the cooperative loop
+    tends to collapse: a fresh decoder maps every z to nearly the same image,
+    the revised samples are then nearly equal, and the VAE learns to ignore z.
+    During training proposals use batch statistics; a trained VAE loaded
+    for generation (``load_trained``) is in eval mode and uses the running
+    statistics, so each proposal depends on its own z only."""
+
+    def __init__(self, shape: tuple[int, ...], latent_dim: int, nf: int, batch_norm: bool = True):
         super().__init__()
         c, h, w = shape
         n = _halvings(h, w)
@@ -70,10 +79,11 @@ class ConvVAE(nn.Module):
             enc += [nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1), nn.LeakyReLU(0.2)]
         flat = widths[-1] * self.base[0] * self.base[1]
         self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(flat, 2 * latent_dim))
-        self.project = nn.Sequential(nn.Linear(latent_dim, flat), nn.ReLU())
-        dec: list[nn.Module] = []
+        norm = (lambda ch: nn.BatchNorm2d(ch)) if batch_norm else (lambda ch: nn.Identity())  # noqa: E731
+        self.project = nn.Linear(latent_dim, flat)
+        dec: list[nn.Module] = [norm(widths[-1]), nn.ReLU()]
         for i in reversed(range(n)):
-            dec += [nn.ConvTranspose2d(widths[i + 1], widths[i], 4, 2, 1), nn.ReLU()]
+            dec += [nn.ConvTranspose2d(widths[i + 1], widths[i], 4, 2, 1), norm(widths[i]), nn.ReLU()]
         self.decoder = nn.Sequential(*dec, nn.Conv2d(nf, c, 3, 1, 1), nn.Tanh())
         self.top = widths[-1]
 
@@ -111,7 +121,7 @@ class VAEInitializer(InitialDistribution):
     Params = VAEParams
 
     def __init__(self, shape: tuple[int, ...], latent_dim: int = 64, nf: int = 32, hidden: int = 256,
-                 arch: str = "auto", kl_weight: float = 1.0, decoder_sd: float = 0.3, lr: float = 2e-4,
+                 arch: str = "auto", batch_norm: bool = True, kl_weight: float = 1.0, decoder_sd: float = 0.3, lr: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), updates: int = 1):
         super().__init__()
         self.shape, self.latent_dim = tuple(shape), latent_dim
@@ -120,7 +130,7 @@ class VAEInitializer(InitialDistribution):
             arch = "conv" if len(self.shape) == 3 else "mlp"
         if arch == "conv" and len(self.shape) != 3:
             raise ValueError(f"vae arch 'conv' needs image data (C, H, W), got shape {self.shape}; use arch = 'mlp'")
-        self.vae = ConvVAE(self.shape, latent_dim, nf) if arch == "conv" else MLPVAE(self.shape, latent_dim, hidden)
+        self.vae = ConvVAE(self.shape, latent_dim, nf, batch_norm) if arch == "conv" else MLPVAE(self.shape, latent_dim, hidden)
         # Its own optimiser: the VAE learns in update(), apart from the energy's optimiser.
         self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=lr, betas=tuple(betas))
 

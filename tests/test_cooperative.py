@@ -74,6 +74,10 @@ def test_architectures_for_the_usual_sizes(shape):
     x = vae.sample(3)
     assert x.shape == (3, *shape) and x.abs().max() <= 1.0  # tanh output, data scale
     assert vae.encode(x)[0].shape == (3, 4)
+    vae.eval()  # running statistics: each proposal depends on its own z only
+    z = vae.sample_latent(3)
+    with torch.no_grad():
+        assert torch.allclose(vae.decode(z)[:1], vae.decode(z[:1]), atol=1e-6)
 
 
 def test_bad_parameters_name_the_field(tiny):
@@ -161,7 +165,7 @@ def test_resume_continues_the_same_run(tiny):
 
 def test_interpolation_ends_at_the_two_latents():
     torch.manual_seed(1)
-    vae = VAEInitializer((1, 8, 8), latent_dim=4, nf=4)
+    vae = VAEInitializer((1, 8, 8), latent_dim=4, nf=4).eval()  # as load_trained hands it out: per-sample decoding
     energy = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1), torch.nn.Flatten(0))
     torch.manual_seed(2)
     z1, z2 = vae.sample_latent(2), vae.sample_latent(2)
