@@ -48,7 +48,7 @@ class CooperativeSettings(BaseModel):
     noise_steps: int = Field(20, description="K of short-run from noise, in training")
     coop_steps: int = Field(10, description="K of the cooperative model's revision, in training")
     vae: dict[str, Any] = Field(default_factory=lambda: {"latent_dim": 32, "nf": 32, "batch_norm": True, "kl_weight": 1.0,
-                                                         "decoder_sd": 0.3, "lr": 2e-4, "betas": [0.5, 0.999]})
+                                                         "decoder_sd": 0.1, "lr": 2e-4, "betas": [0.5, 0.999]})
     eval_noise_k: list[int] = Field(default_factory=lambda: [10, 20, 40])
     eval_coop_k: list[int] = Field(default_factory=lambda: [0, 2, 5, 10])
     n_fid: int = 100

@@ -40,7 +40,7 @@ class VAEParams(ebmkit.Params):
     arch: Literal["auto", "conv", "mlp"] = Field("auto", description="auto: conv for images (C, H, W), mlp for vectors")
     batch_norm: bool = Field(True, description="batch norm in the conv decoder (DCGAN-style; keeps proposals diverse)")
     kl_weight: float = Field(1.0, ge=0.0, description="gamma, the weight of the KL term (1: the exact negative ELBO)")
-    decoder_sd: PositiveFloat = Field(0.3, description="sd of the Gaussian decoder p(x|z); smaller weighs reconstruction more")
+    decoder_sd: PositiveFloat = Field(0.1, description="sd of the Gaussian decoder p(x|z); smaller weighs reconstruction more")
     lr: PositiveFloat = Field(2e-4, description="Adam learning rate of the VAE")
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas of the VAE")
     updates: PositiveInt = Field(1, description="VAE steps on each batch of revised samples")
@@ -121,7 +121,7 @@ class VAEInitializer(InitialDistribution):
     Params = VAEParams
 
     def __init__(self, shape: tuple[int, ...], latent_dim: int = 64, nf: int = 32, hidden: int = 256,
-                 arch: str = "auto", batch_norm: bool = True, kl_weight: float = 1.0, decoder_sd: float = 0.3, lr: float = 2e-4,
+                 arch: str = "auto", batch_norm: bool = True, kl_weight: float = 1.0, decoder_sd: float = 0.1, lr: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), updates: int = 1):
         super().__init__()
         self.shape, self.latent_dim = tuple(shape), latent_dim
