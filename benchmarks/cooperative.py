@@ -50,7 +50,7 @@ class CooperativeSettings(BaseModel):
     vae: dict[str, Any] = Field(default_factory=lambda: {"latent_dim": 32, "nf": 32, "batch_norm": True, "kl_weight": 1.0,
                                                          "decoder_sd": 0.1, "lr": 2e-4, "betas": [0.5, 0.999]})
     eval_noise_k: list[int] = Field(default_factory=lambda: [10, 20, 40])
-    eval_coop_k: list[int] = Field(default_factory=lambda: [0, 2, 5, 10])
+    eval_coop_k: list[int] = Field(default_factory=lambda: [0, 2, 5, 10, 20])
     n_fid: int = 100
     kid_subsets: int = 100
     inception_batch: int = 32
