@@ -229,3 +229,16 @@ def test_benchmark_table_finds_the_k_each_model_needs():
     assert len(fid_vs_k.rows) == 6
     key = "smallest K with FID <= 60.00"
     assert [(r["at K"], r["best FID"], r[key]) for r in need.rows] == [(40, 55.0, 20), (5, 50.0, 2)]
+
+
+@pytest.mark.slow
+def test_the_digits_preset_trains_and_samples_end_to_end(tmp_path, capsys):
+    from ebmkit.cli import main
+
+    run = tmp_path / "coop"
+    assert main(["train", "cooperative-digits-cpu", "--out", str(run), "--iterations", "2", "--set", "training.batch_size=16",
+                 "--set", "training.progress=false", "--set", "output.grid_size=4"]) == 0
+    assert (run / "checkpoints" / "iter-00000002" / "initializer_optimizer.pt").is_file()
+    assert main(["cooperative-sample", str(run), "--out", str(tmp_path / "gen"), "--n", "4", "--pairs", "1",
+                 "--points", "3", "--strip", "2"]) == 0
+    assert (tmp_path / "gen" / "revision-strip.png").is_file()
