@@ -109,6 +109,15 @@ class InitialDistribution(nn.Module, Component):
         """
         return {}
 
+    def optimizer_state_dict(self) -> dict[str, Any] | None:
+        """State of the initializer's own optimiser, for initializers that
+        learn (a VAE proposal).  The trainer saves it in the checkpoint beside
+        its own optimiser and hands it back on resume.  ``None``: none."""
+        return None
+
+    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`optimizer_state_dict` returned."""
+
     @property
     def device(self) -> torch.device:
         return self._anchor.device

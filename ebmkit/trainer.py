@@ -314,6 +314,9 @@ class Trainer:
         objects = {"optimizer": self.optimizer.state_dict()}
         for section, part in (("sampler", self.sampler), ("objective", self.objective)):
             _component_state(section, part, modules, objects)  # stateful samplers / objectives
+        initializer_optimizer = self.initializer.optimizer_state_dict()  # an initializer that learns (a VAE)
+        if initializer_optimizer is not None:
+            objects["initializer_optimizer"] = initializer_optimizer
         path = save_checkpoint(
             self.run_dir / "checkpoints",
             self.iteration,
@@ -337,8 +340,8 @@ class Trainer:
 
     def resume(self, path: str | Path | None = None) -> Checkpoint | None:
         """Load the newest valid checkpoint of this run (or ``path``): weights,
-        initializer (e.g. a persistent bank), stateful sampler / objective,
-        optimiser, RNG states, iteration and the divergence guard's state.
+        initializer (e.g. a persistent bank, a VAE and its optimiser),
+        stateful sampler / objective, optimiser, RNG states, iteration and the divergence guard's state.
 
         With no checkpoint in the run folder the run starts fresh; checkpoints
         that all fail their checks are an error, never a silent restart."""
@@ -361,6 +364,12 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt.object("optimizer"))
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"checkpoint {ckpt.path}: its optimiser state does not fit this optimiser: {exc}") from None
+        if ckpt.has("initializer_optimizer"):
+            try:
+                self.initializer.load_optimizer_state_dict(ckpt.object("initializer_optimizer"))
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"checkpoint {ckpt.path}: its initializer's optimiser state does not fit this "
+                                      f"initializer's optimiser: {exc}") from None
         ckpt.restore_rng()
         distributed.restore_rng_states(ckpt.tensors("process_rng") if ckpt.has("process_rng") else None,
                                        self.accelerator, self.config.training.seed, ckpt.iteration)
