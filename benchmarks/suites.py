@@ -31,6 +31,8 @@ from ebmkit.errors import ConfigError, suggest
 SUITE_MODULES: tuple[str, ...] = (
     "benchmarks.comparison",  # quick, standard, paper: the short-run paper's comparison tables
     "benchmarks.stability",  # issue 11's stability sweep (skipped while it does not exist)
+    "benchmarks.inpainting",  # issue 10: conditional EBM vs mean / nearest-neighbour fill (PSNR, SSIM)
+    "benchmarks.cooperative",  # issue 5: cooperative EBM + VAE vs short-run from noise at equal CPU time
 )
 
 

@@ -18,6 +18,7 @@ from .interfaces import (
     DataSource,
     Energy,
     InitialDistribution,
+    MaskGenerator,
     Objective,
     ObjectiveOutput,
     Params,
@@ -30,6 +31,7 @@ from .registry import (
     create_dataset,
     create_energy,
     create_initializer,
+    create_mask,
     create_objective,
     create_sampler,
     default_registry,
@@ -55,8 +57,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BuildContext", "Component", "DataSource", "Energy", "InitialDistribution", "Objective", "ObjectiveOutput",
+    "BuildContext", "Component", "DataSource", "Energy", "InitialDistribution", "MaskGenerator", "Objective", "ObjectiveOutput",
     "Params", "Registry", "SampleResult", "Sampler", "create", "create_dataset", "create_energy",
-    "create_initializer", "create_objective", "create_sampler", "default_registry", "errors", "hookimpl",
+    "create_initializer", "create_mask", "create_objective", "create_sampler", "default_registry", "errors", "hookimpl",
     "hookspec", *_LAZY,
 ]

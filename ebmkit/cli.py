@@ -2,6 +2,8 @@
 
     ebmkit train CONFIG|PRESET [--set section.key=value ...] [--resume] [--num-processes N]
     ebmkit sample CHECKPOINT --n 64 --out grid.png [--num-processes N]
+    ebmkit inpaint CHECKPOINT [--images test] [--mask centre:fraction=0.5] [--samples 4] [--out DIR]
+    ebmkit cooperative-sample CHECKPOINT --out DIR [--steps K] [--record 0,5,10]
     ebmkit generate | interpolate | reconstruct | super-resolve CHECKPOINT [...]   (docs/generator.md)
     ebmkit plugins [--kind KIND]
     ebmkit presets
@@ -68,7 +70,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     status = _relaunch(args, "train")
     if status is not None:
         return status
-    trainer = Trainer(build_experiment(cfg))
+    from .diagnostics import callbacks_from_config
+
+    trainer = Trainer(build_experiment(cfg), callbacks=callbacks_from_config(cfg.diagnostics))
     last = trainer.fit(resume=args.resume)
     if trainer.is_main:
         summary = {k: last[k] for k in ("iteration", "energy_data", "energy_samples", "gap") if k in last}
@@ -115,11 +119,166 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_cooperative_sample(args: argparse.Namespace) -> int:
+    """VAE proposals, their Langevin revisions, the revision strip and a latent
+    interpolation from a cooperative (VAE-initialised) checkpoint."""
+    import torch
+
+    from . import cooperative
+    from .errors import ConfigError
+    from .experiment import load_trained
+    from .images import save_grid, save_rows
+
+    if args.n < 1 or args.strip < 0 or args.pairs < 0:
+        raise ConfigError(f"--n must be positive and --strip / --pairs not negative, got {args.n}, {args.strip}, {args.pairs}")
+    if args.steps is not None and args.steps < 0:
+        raise ConfigError(f"--steps must be 0 or more, got {args.steps}")
+    exp = load_trained(args.checkpoint, device=args.device)
+    cooperative.require_latent(exp.initializer, exp.config.initializer.name)
+    k = exp.sampler.steps if args.steps is None else args.steps
+    try:
+        record = tuple(int(s) for s in args.record.split(",")) if args.record else cooperative.default_record(k)
+    except ValueError:
+        raise ConfigError(f"--record must be comma-separated step numbers, got '{args.record}'") from None
+    if any(s < 0 or s > k for s in record):
+        raise ConfigError(f"--record steps must lie in 0..K={k}, got {args.record}")
+    out = Path(args.out)
+    torch.manual_seed(args.seed)
+    rev = cooperative.propose_and_revise(exp.energy, exp.initializer, exp.sampler, args.n, steps=k, record=record)
+    files = {"proposal": save_grid(rev.proposal, out / "proposal.png"), "revised": save_grid(rev.revised, out / "revised.png")}
+    if args.strip:
+        files["strip"] = save_rows(cooperative.strip_rows(rev, args.strip), out / "revision-strip.png")
+    if args.pairs:
+        rho, x0, xk = cooperative.interpolate(exp.energy, exp.initializer, exp.sampler, pairs=args.pairs,
+                                              points=args.points, steps=k)
+        files["interpolation"] = save_rows([r for pair in zip(x0, xk) for r in pair], out / "interpolation.png")
+    summary = {
+        "checkpoint": str(exp.checkpoint.path), "iteration": exp.checkpoint.iteration, "n": args.n, "steps": k,
+        "seed": args.seed, "strip_steps": sorted(rev.trajectory),
+        "energy_proposal_mean": rev.energy_proposal.mean().item(), "energy_revised_mean": rev.energy_revised.mean().item(),
+        "mean_abs_revision": (rev.revised - rev.proposal).abs().mean().item(),
+        "files": {k_: str(v) for k_, v in files.items()},
+        "layout": {"strip": "one row per sample: the proposal, then the chain at strip_steps",
+                   "interpolation": "per pair two rows: VAE proposals at rho = 0..1, then after K Langevin steps"},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    return 0
+
+
 def _data_batch(exp, n: int, device: str):
     import torch
 
     idx = torch.randperm(len(exp.dataset))[:n]
     return torch.stack([exp.dataset[int(i)] for i in idx]).to(device)
+
+
+# -- inpainting (docs/conditional.md) ---------------------------------------------------
+
+
+@command
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    import torch
+
+    from .errors import ConfigError
+    from .experiment import load_trained
+    from .images import save_rows
+    from .inpainting import ebm_fill, inpainting_scores, masked_view, mean_fill, nearest_fill
+
+    if args.n < 1 or args.samples < 1 or args.show < 0:
+        raise ConfigError(f"--n and --samples must be positive and --show not negative, got {args.n}, {args.samples}, {args.show}")
+    torch.manual_seed(args.seed)
+    exp = load_trained(args.checkpoint, device=args.device, with_data=True)
+    if len(exp.shape) != 3:
+        raise ConfigError(f"inpainting needs an image model; this checkpoint's data has shape {exp.shape}")
+    images = _inpaint_images(args.images, exp)[: args.n].to(args.device)
+    height, width = images.shape[-2:]
+    missing = _inpaint_masks(args.mask, exp, images.shape[0], height, width, args.seed).to(args.device)
+    filled = ebm_fill(exp.energy, exp.sampler, exp.initializer, images, missing, samples=args.samples, steps=args.steps)
+    scores = {"ebm": inpainting_scores(images, filled, missing)}
+    if not args.no_baselines:  # both read the whole training set
+        train = torch.stack([exp.dataset[i] for i in range(len(exp.dataset))]).to(args.device)
+        scores["mean_fill"] = inpainting_scores(images, mean_fill(train, images, missing), missing)
+        scores["nearest_fill"] = inpainting_scores(images, nearest_fill(train, images, missing), missing)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    show = min(args.show, images.shape[0])
+    rows = [torch.cat([masked_view(images[i : i + 1], missing[i : i + 1]), filled[:, i], images[i : i + 1]]) for i in range(show)]
+    strip = save_rows(rows, out / "inpaint.png") if rows else None
+    summary = {"checkpoint": str(exp.checkpoint.path), "iteration": exp.checkpoint.iteration, "images": args.images,
+               "n": int(images.shape[0]), "mask": args.mask or "(the checkpoint's)", "samples": args.samples,
+               "missing_fraction": float(missing.float().mean()), "scores": scores,
+               "strip": str(strip) if strip else None,
+               "strip_layout": "one row per image: masked input (missing pixels grey), the samples, the truth"}
+    (out / "scores.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    return 0
+
+
+def _inpaint_images(source: str, exp):
+    """'test' / 'train' (the checkpoint's dataset), a folder of images, or a .npy / .pt array in [-1, 1]."""
+    import numpy as np
+    import torch
+
+    from .data import check_dataset
+    from .errors import DataError
+    from .experiment import load_dataset
+    from .registry import default_registry
+
+    if source in ("test", "train"):
+        ds, _ = load_dataset(exp.config, source)
+    else:
+        path = Path(source)
+        if path.suffix.lower() in (".npy", ".pt"):
+            if not path.is_file():
+                raise DataError(f"--images: file not found: {path}")
+            arr = torch.as_tensor(np.load(path)) if path.suffix.lower() == ".npy" else torch.load(path, weights_only=True)
+            from .data import TensorImages
+
+            ds = TensorImages(torch.as_tensor(arr).float())
+        else:
+            c, h, _ = exp.shape
+            ds = default_registry().build("dataset", "image-folder", {"root": str(path), "image_size": h, "channels": c},
+                                          where="--images").load("train")
+    shape = check_dataset(ds, name=source)
+    if tuple(shape) != tuple(exp.shape):
+        raise DataError(f"--images {source}: images of shape {tuple(shape)}, the checkpoint models {tuple(exp.shape)}")
+    return torch.stack([ds[i] for i in range(len(ds))])
+
+
+def _inpaint_masks(spec: str | None, exp, n: int, height: int, width: int, seed: int):
+    """--mask NAME[:key=value,...] (a registered mask generator), a mask file, or the checkpoint's own generator."""
+    import tomllib
+
+    import torch
+
+    from .errors import ConfigError
+    from .inpainting import load_mask_file
+    from .registry import default_registry
+
+    if spec and Path(spec).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".npy", ".pt"):
+        m = load_mask_file(spec, height, width)
+        if m.shape[0] not in (1, n):
+            raise ConfigError(f"--mask {spec} holds {m.shape[0]} masks for {n} images")
+        return m.expand(n, -1, -1, -1)
+    if spec:
+        name, _, rest = spec.partition(":")
+        params = {}
+        for item in filter(None, rest.split(",")):
+            key, eq, raw = item.partition("=")
+            if not eq:
+                raise ConfigError(f"--mask {spec}: write parameters as key=value, e.g. centre:fraction=0.5")
+            try:
+                params[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                params[key.strip()] = raw
+        generator = default_registry().build("mask", name.strip(), params, where="--mask")
+    else:
+        generator = getattr(exp.initializer, "masks", None)
+        if generator is None:
+            raise ConfigError("this checkpoint's initializer draws no masks; give --mask NAME[:key=value,...]")
+    return generator.sample(n, height, width, generator=torch.Generator().manual_seed(seed))
 
 
 # -- data-parallel runs (ebmkit.distributed) ---------------------------------------------
@@ -221,8 +380,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=256, help="chains run at once per process")
     s.add_argument("--num-processes", type=int, metavar="N", help="split the n samples across N processes")
 
+    _inpaint_parser(sub)
+    c = sub.add_parser("cooperative-sample", help="VAE proposals, Langevin revisions, revision strip and latent "
+                       "interpolation from a cooperative (initializer = vae) checkpoint")
+    c.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
+    c.add_argument("--out", default="cooperative-samples", help="folder for the PNGs and summary.json")
+    c.add_argument("--n", type=int, default=64, help="proposals (and revised samples) in the grids")
+    c.add_argument("--steps", type=int, default=None, help="Langevin steps K of the revision (default: the trained K)")
+    c.add_argument("--record", default=None, help="steps shown in the revision strip, e.g. 0,2,5,10 (default: 6 from 0 to K)")
+    c.add_argument("--strip", type=int, default=8, help="rows (samples) in the revision strip (0: none)")
+    c.add_argument("--pairs", type=int, default=4, help="latent pairs to interpolate (0: none)")
+    c.add_argument("--points", type=int, default=8, help="points along each interpolation")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default="cpu")
+
     pl = sub.add_parser("plugins", help="list every registered component and its source")
-    pl.add_argument("--kind", choices=["energy", "initializer", "sampler", "objective", "dataset"])
+    pl.add_argument("--kind", choices=["energy", "initializer", "sampler", "objective", "dataset", "mask"])
 
     sub.add_parser("presets", help="list the shipped preset configs")
 
@@ -230,6 +403,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_generator_commands(sub, COMMANDS)
     return p
+
+
+def _inpaint_parser(sub) -> None:
+    i = sub.add_parser("inpaint", help="fill in masked pixels with a conditional checkpoint; PNG strips and PSNR / SSIM")
+    i.add_argument("checkpoint", help="checkpoint folder or run folder of a conditional model (docs/conditional.md)")
+    i.add_argument("--images", default="test", help="'test' or 'train' (the checkpoint's dataset), a folder of images, "
+                                                    "or a .npy / .pt array (N, C, H, W) in [-1, 1]")
+    i.add_argument("--mask", help="mask generator NAME[:key=value,...] (e.g. centre:fraction=0.5, half:side=left; "
+                                  "see `ebmkit plugins --kind mask`) or a mask file (PNG: white = missing; .npy/.pt: "
+                                  "nonzero = missing); default: the checkpoint's")
+    i.add_argument("--n", type=int, default=256, help="images to inpaint (the first N)")
+    i.add_argument("--samples", type=int, default=4, help="completions per image")
+    i.add_argument("--show", type=int, default=8, help="images in the PNG strip")
+    i.add_argument("--steps", type=int, default=None, help="override K")
+    i.add_argument("--seed", type=int, default=0, help="seeds the masks and the chains")
+    i.add_argument("--device", default="cpu")
+    i.add_argument("--out", default="inpaint", help="folder for inpaint.png and scores.json")
+    i.add_argument("--no-baselines", action="store_true",
+                   help="skip mean and nearest-neighbour fill (they read the whole training set)")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

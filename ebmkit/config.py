@@ -79,6 +79,19 @@ class OptimizerConfig(_Strict):
     scale_lr: Literal["none", "linear", "sqrt"] = Field(
         "none", description="data-parallel runs: multiply lr by the process count (linear) or its square root (sqrt)"
     )
+    epsilon_scale: PositiveFloat | None = Field(
+        None, description="anatomy recipe (with sgd): multiply lr and schedule.min_lr by epsilon^2/2, "
+                          "epsilon being the Langevin noise sd"
+    )
+
+    def lr_multiplier(self) -> float:
+        """epsilon^2/2 under the anatomy recipe's scaling, else 1."""
+        return self.epsilon_scale**2 / 2.0 if self.epsilon_scale else 1.0
+
+    def effective_schedule(self) -> ScheduleConfig:
+        """The schedule with ``min_lr`` in the same (scaled) units as ``lr``."""
+        m = self.lr_multiplier()
+        return self.schedule if m == 1.0 else self.schedule.model_copy(update={"min_lr": self.schedule.min_lr * m})
 
 
 class DivergenceConfig(_Strict):
@@ -128,6 +141,30 @@ class TrainingConfig(_Strict):
     divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
 
 
+class DiagnosticsConfig(_Strict):
+    """The anatomy paper's diagnostics (``[diagnostics]``; see docs/anatomy.md
+    and :mod:`ebmkit.diagnostics`): d_st and r_t every iteration in
+    ``diagnostics.csv``, trace + autocorrelation plots, long-run chains and,
+    for 2-D data, landscape plots with MMD / KL to the true density."""
+
+    enabled: bool = Field(False, description="record the diagnostics (`ebmkit train` adds the callback)")
+    plot_every: int = Field(0, ge=0, description="write diagnostics.png every N iterations (0: only at the end)")
+    acf_lags: PositiveInt = Field(100, description="largest lag of the autocorrelation plots")
+    long_run_every: int = Field(0, ge=0, description="run long chains every N iterations and at the end (0: never)")
+    long_run_steps: PositiveInt = Field(2000, description="steps of a long-run chain")
+    long_run_chains: PositiveInt = Field(64, description="chains in a long run")
+    long_run_from: Literal["data", "initializer"] = Field(
+        "data", description="long runs start at training data or at the initializer's draws (e.g. persistent states)")
+    landscape_every: int = Field(0, ge=0, description="2-D data: landscape PNG and MMD / KL every N iterations and at "
+                                 "the end (0: only at the end)")
+    landscape_samples: PositiveInt = Field(2000, description="2-D data: short-run samples for the KDE and the MMD")
+    extent: PositiveFloat | None = Field(None, description="2-D data: half-width of the plotting / KL grid "
+                                         "(default: 1.2 x the largest |coordinate| of the data)")
+    resolution: PositiveInt = Field(100, description="2-D data: grid cells per side")
+    mmd_bandwidth: PositiveFloat = Field(0.1, description="2-D data: gaussian-kernel bandwidth of the MMD")
+    kde_bandwidth: PositiveFloat = Field(0.05, description="2-D data: bandwidth of the samples' KDE")
+
+
 class OutputConfig(_Strict):
     dir: Path = Path("runs/experiment")
     grid_size: PositiveInt = 64
@@ -144,6 +181,7 @@ class ExperimentConfig(_Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
 
     @field_validator("data", "energy", "initializer", "sampler", "objective", mode="before")
     @classmethod

@@ -97,5 +97,5 @@ def load_trained(path, *, device: str | torch.device = "cpu", registry: Registry
     if ckpt.has("initializer"):
         load_state(parts["initializer"], ckpt.tensors("initializer"), "initializer", ckpt)
     parts["energy"].to(device).eval()
-    parts["initializer"].to(device)
+    parts["initializer"].to(device).eval()  # a trained proposal (a VAE) draws with its running statistics
     return Experiment(config=config, shape=shape, dataset=dataset, checkpoint=ckpt, **parts)

@@ -38,3 +38,8 @@ def ebmkit_objectives() -> dict[str, type]:
 @hookspec
 def ebmkit_datasets() -> dict[str, type]:
     """Data-source classes (named datasets scaled to [-1, 1])."""
+
+
+@hookspec
+def ebmkit_masks() -> dict[str, type]:
+    """Mask-generator classes (which pixels an inpainting task hides)."""

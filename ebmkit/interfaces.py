@@ -109,6 +109,15 @@ class InitialDistribution(nn.Module, Component):
         """
         return {}
 
+    def optimizer_state_dict(self) -> dict[str, Any] | None:
+        """State of the initializer's own optimiser, for initializers that
+        learn (a VAE proposal).  The trainer saves it in the checkpoint beside
+        its own optimiser and hands it back on resume.  ``None``: none."""
+        return None
+
+    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`optimizer_state_dict` returned."""
+
     @property
     def device(self) -> torch.device:
         return self._anchor.device
@@ -183,5 +192,20 @@ class DataSource(Component):
         raise NotImplementedError
 
 
-KINDS = ("energy", "initializer", "sampler", "objective", "dataset")
+class MaskGenerator(Component):
+    """Draws inpainting masks: ``sample(n, height, width)`` returns a bool
+    tensor ``(n, 1, height, width)``, True where a pixel is *missing* (to be
+    filled in) and False where it is observed.  ``generator`` makes the draw
+    reproducible (held-out evaluation sets use fixed masks)."""
+
+    def sample(self, n: int, height: int, width: int, *, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def expected_coverage(self, height: int, width: int) -> float | None:
+        """The expected fraction of missing pixels, when it is known in closed form."""
+        return None
+
+
+KINDS = ("energy", "initializer", "sampler", "objective", "dataset", "mask")
 """The kinds of component the registry knows, in the order they are built."""

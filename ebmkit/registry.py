@@ -29,6 +29,7 @@ from .interfaces import (
     DataSource,
     Energy,
     InitialDistribution,
+    MaskGenerator,
     Objective,
     Sampler,
 )
@@ -42,6 +43,7 @@ HOOKS = {
     "sampler": "ebmkit_samplers",
     "objective": "ebmkit_objectives",
     "dataset": "ebmkit_datasets",
+    "mask": "ebmkit_masks",
 }
 BASES = {
     "energy": Energy,
@@ -49,6 +51,7 @@ BASES = {
     "sampler": Sampler,
     "objective": Objective,
     "dataset": DataSource,
+    "mask": MaskGenerator,
 }
 
 
@@ -240,3 +243,7 @@ def create_objective(name: str, /, **params: Any) -> Objective:
 
 def create_dataset(name: str, /, **params: Any) -> DataSource:
     return create("dataset", name, **params)
+
+
+def create_mask(name: str, /, **params: Any) -> MaskGenerator:
+    return create("mask", name, **params)

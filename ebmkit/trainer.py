@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import Checkpoint, atomic_write, find_checkpoint, list_checkpoints, recover_interrupted, save_checkpoint
+from .conditional import batch_condition, bound
 from .config import ExperimentConfig, OptimizerConfig
 from .data import batch_stream
 from .divergence import DivergenceGuard
@@ -141,7 +142,8 @@ class Trainer:
         self.objective = experiment.objective
         self.initializer = experiment.initializer.to(self.accelerator.device)
         distributed.shard_module(self.initializer, self.accelerator)  # each process keeps its share of a bank
-        lr = distributed.scaled_lr(cfg.optimizer.lr, cfg.optimizer.scale_lr, self.accelerator.num_processes)
+        lr = distributed.scaled_lr(cfg.optimizer.lr * cfg.optimizer.lr_multiplier(), cfg.optimizer.scale_lr,
+                                   self.accelerator.num_processes)
         optimizer = make_optimizer(cfg.optimizer.model_copy(update={"lr": lr}), experiment.energy.parameters())
         self.energy, self.optimizer = self.accelerator.prepare(experiment.energy, optimizer)
         distributed.seed_processes(cfg.training.seed, self.accelerator)  # own chains per process, same weights
@@ -161,15 +163,20 @@ class Trainer:
         """One learning iteration on the positive batch ``x``."""
         acc = self.accelerator
         total = self.config.training.iterations
-        logs: dict[str, float] = {"lr": apply_lr(self.optimizer, self.base_lrs, self.config.optimizer.schedule, self.iteration, total)}
+        logs: dict[str, float] = {"lr": apply_lr(self.optimizer, self.base_lrs, self.config.optimizer.effective_schedule(), self.iteration,
+                                                 total)}
         for part in (self.initializer, self.sampler, self.objective):
             logs.update(part.set_progress(self.iteration, total))
         z = self.initializer.sample(x.shape[0], data=x)
-        with acc.autocast():
-            chain = self.sampler.run(acc.unwrap_model(self.energy), z)
-        negative = chain.x.detach()
-        with acc.autocast():
-            out = self.objective(self.energy, x, negative)
+        condition = batch_condition(self.initializer)  # conditional tasks: y drawn with z (docs/conditional.md)
+        if condition is not None:
+            x = condition.target  # the positives are the targets (paired data packs the condition beside them)
+        with bound(acc.unwrap_model(self.energy), condition):  # energy(x) means U(x | y) until the loss is built
+            with acc.autocast():
+                chain = self.sampler.run(acc.unwrap_model(self.energy), z)
+            negative = chain.x.detach()
+            with acc.autocast():
+                out = self.objective(self.energy, x, negative)
         self._check_forward_together(out, chain)  # before the weights move
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(out.loss)
@@ -269,8 +276,9 @@ class Trainer:
     def sample(self, n: int) -> torch.Tensor:
         """n fresh short-run samples from the current model."""
         z = self.initializer.sample(n, data=self._data_batch(n) if self.initializer.needs_data else None)
-        with self.accelerator.autocast():
-            return self.sampler.run(self.accelerator.unwrap_model(self.energy), z).x.detach()
+        energy = self.accelerator.unwrap_model(self.energy)
+        with bound(energy, batch_condition(self.initializer)), self.accelerator.autocast():
+            return self.sampler.run(energy, z).x.detach()
 
     def _data_batch(self, n: int) -> torch.Tensor:
         ds = self.experiment.dataset
@@ -306,6 +314,9 @@ class Trainer:
         objects = {"optimizer": self.optimizer.state_dict()}
         for section, part in (("sampler", self.sampler), ("objective", self.objective)):
             _component_state(section, part, modules, objects)  # stateful samplers / objectives
+        initializer_optimizer = self.initializer.optimizer_state_dict()  # an initializer that learns (a VAE)
+        if initializer_optimizer is not None:
+            objects["initializer_optimizer"] = initializer_optimizer
         path = save_checkpoint(
             self.run_dir / "checkpoints",
             self.iteration,
@@ -329,8 +340,8 @@ class Trainer:
 
     def resume(self, path: str | Path | None = None) -> Checkpoint | None:
         """Load the newest valid checkpoint of this run (or ``path``): weights,
-        initializer (e.g. a persistent bank), stateful sampler / objective,
-        optimiser, RNG states, iteration and the divergence guard's state.
+        initializer (e.g. a persistent bank, a VAE and its optimiser),
+        stateful sampler / objective, optimiser, RNG states, iteration and the divergence guard's state.
 
         With no checkpoint in the run folder the run starts fresh; checkpoints
         that all fail their checks are an error, never a silent restart."""
@@ -353,6 +364,12 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt.object("optimizer"))
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"checkpoint {ckpt.path}: its optimiser state does not fit this optimiser: {exc}") from None
+        if ckpt.has("initializer_optimizer"):
+            try:
+                self.initializer.load_optimizer_state_dict(ckpt.object("initializer_optimizer"))
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"checkpoint {ckpt.path}: its initializer's optimiser state does not fit this "
+                                      f"initializer's optimiser: {exc}") from None
         ckpt.restore_rng()
         distributed.restore_rng_states(ckpt.tensors("process_rng") if ckpt.has("process_rng") else None,
                                        self.accelerator, self.config.training.seed, ckpt.iteration)

@@ -21,9 +21,13 @@ class MaximumLikelihood(Objective):
 
     class Params(ebmkit.Params):
         data_noise: float = Field(0.03, ge=0.0, description="sigma: sd of the noise added to data (the paper: 0.03)")
+        epsilon_scale: float | None = Field(None, gt=0.0, description="anatomy recipe: multiply the loss by 2/epsilon^2 "
+                                            "(epsilon: the Langevin noise sd); the logged gap stays unscaled")
 
-    def __init__(self, data_noise: float = 0.03):
+    def __init__(self, data_noise: float = 0.03, epsilon_scale: float | None = None):
         self.data_noise = data_noise
+        # The anatomy paper's loss scaling: the loss is then d_st of the energy the chain samples, (2/eps^2) U.
+        self.loss_scale = 2.0 / epsilon_scale**2 if epsilon_scale else 1.0
 
     def energies(self, energy: nn.Module, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor]:
         """U of the (smoothed) data and of the samples, in one forward pass."""
@@ -36,7 +40,7 @@ class MaximumLikelihood(Objective):
         u_pos, u_neg = self.energies(energy, positive, negative)
         gap = u_pos.mean() - u_neg.mean()
         return ObjectiveOutput(
-            loss=gap,
+            loss=gap * self.loss_scale if self.loss_scale != 1.0 else gap,
             logs={"energy_data": u_pos.mean().item(), "energy_samples": u_neg.mean().item(), "gap": gap.item()},
         )
 
