@@ -4,12 +4,23 @@ loss = mean U(x_data + sigma * N(0, I)) - mean U(x_samples)
 
 Its gradient in theta is the paper's learning gradient; the samples come in
 detached, so nothing flows back into the chain.
+
+Stabilisers (all off by default; the paper's recipe uses none of them; see
+docs/recipes.md for when to reach for each):
+
+* ``energy_penalty`` alpha: adds alpha * (mean U(data)^2 + mean U(samples)^2),
+  which keeps the energies near 0 so that they cannot run away together;
+* ``gap_cap`` c: the gap term becomes c * tanh(gap / c) -- the same as the gap
+  while |gap| << c, bounded by c, its gradient shrinking by 1 - tanh^2(gap/c);
+* ``data_noise_final``: anneals sigma linearly from ``data_noise`` to this
+  value over the last ``(1 - data_noise_anneal_start)`` of the run (the paper
+  anneals sigma near the end).
 """
 
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 from torch import Tensor, nn
 
 import ebmkit
@@ -21,9 +32,27 @@ class MaximumLikelihood(Objective):
 
     class Params(ebmkit.Params):
         data_noise: float = Field(0.03, ge=0.0, description="sigma: sd of the noise added to data (the paper: 0.03)")
+        energy_penalty: float = Field(0.0, ge=0.0, description="alpha: adds alpha*(mean U(data)^2 + mean U(samples)^2) (0: off)")
+        gap_cap: PositiveFloat | None = Field(None, description="c: the gap term becomes c*tanh(gap/c) (None: off)")
+        data_noise_final: float | None = Field(None, ge=0.0, description="anneal sigma linearly to this near the end (None: off)")
+        data_noise_anneal_start: float = Field(0.8, ge=0.0, lt=1.0, description="fraction of the run before sigma anneals")
 
-    def __init__(self, data_noise: float = 0.03):
+    def __init__(self, data_noise: float = 0.03, energy_penalty: float = 0.0, gap_cap: float | None = None,
+                 data_noise_final: float | None = None, data_noise_anneal_start: float = 0.8):
         self.data_noise = data_noise
+        self.data_noise_start = data_noise  # the configured sigma; data_noise is the current one
+        self.energy_penalty, self.gap_cap = energy_penalty, gap_cap
+        self.data_noise_final, self.data_noise_anneal_start = data_noise_final, data_noise_anneal_start
+
+    def set_progress(self, iteration: int, total: int) -> dict[str, float]:
+        """Anneal sigma: constant until ``data_noise_anneal_start * total``,
+        then linear to ``data_noise_final`` at the last iteration."""
+        if self.data_noise_final is None:
+            return {}
+        begin = self.data_noise_anneal_start * total
+        t = min(1.0, max(0.0, (iteration - begin) / max(1.0, total - 1 - begin)))
+        self.data_noise = self.data_noise_start + t * (self.data_noise_final - self.data_noise_start)
+        return {"data_noise": self.data_noise}
 
     def energies(self, energy: nn.Module, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor]:
         """U of the (smoothed) data and of the samples, in one forward pass."""
@@ -35,10 +64,15 @@ class MaximumLikelihood(Objective):
     def __call__(self, energy: nn.Module, positive: Tensor, negative: Tensor) -> ObjectiveOutput:
         u_pos, u_neg = self.energies(energy, positive, negative)
         gap = u_pos.mean() - u_neg.mean()
-        return ObjectiveOutput(
-            loss=gap,
-            logs={"energy_data": u_pos.mean().item(), "energy_samples": u_neg.mean().item(), "gap": gap.item()},
-        )
+        logs = {"energy_data": u_pos.mean().item(), "energy_samples": u_neg.mean().item(), "gap": gap.item()}
+        loss = gap
+        if self.gap_cap is not None:  # bounded gap term; the logged gap stays the raw one
+            loss = self.gap_cap * torch.tanh(gap / self.gap_cap)
+        if self.energy_penalty > 0:
+            penalty = self.energy_penalty * (u_pos.pow(2).mean() + u_neg.pow(2).mean())
+            loss = loss + penalty
+            logs["energy_penalty"] = penalty.item()
+        return ObjectiveOutput(loss=loss, logs=logs)
 
 
 @ebmkit.hookimpl
