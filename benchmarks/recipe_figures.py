@@ -30,7 +30,8 @@ def summary(t: dict[str, list[float]]) -> dict[str, float]:
             "final_energy_samples": t["energy_samples"][-1]}
 
 
-def plot_trace(t: dict[str, list[float]], title: str, path: Path) -> Path:
+def plot_trace(t: dict[str, list[float]], title: str, path: Path, other: dict[str, list[float]] | None = None,
+               other_label: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,6 +44,9 @@ def plot_trace(t: dict[str, list[float]], title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 2.6))
     ax.plot(it, gap, lw=0.5, color="#9ab", label="d_st per iteration")
     ax.plot(it[w - 1:], smooth, lw=1.5, color="#c44e52", label=f"mean of {w}")
+    if other is not None:  # e.g. the same preset without its stabiliser, up to its divergence
+        ax.plot(other["iteration"], other["gap"], lw=0.8, color="#555", ls="--", label=other_label)
+        ax.set_yscale("symlog", linthresh=1.0)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("iteration")
     ax.set_ylabel("d_st = E U(data) - E U(samples)", fontsize=7)
@@ -68,12 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--out", type=Path, default=Path("docs/img"))
     p.add_argument("--scale", type=int, default=3, help="enlargement of the sample grid")
+    p.add_argument("--compare", type=Path, help="a second run folder whose d_st is drawn dashed (e.g. without the stabiliser)")
+    p.add_argument("--compare-label", default="without the stabiliser")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     t = read_trace(a.run)
     s = summary(t)
-    plot_trace(t, f"{a.name}: d_st over {s['iterations']} iterations", a.out / f"{a.name}-dst.png")
-    enlarge(a.run / "samples" / "final.png", a.out / f"{a.name}-samples.png", a.scale)
+    other = read_trace(a.compare) if a.compare else None
+    plot_trace(t, f"{a.name}: d_st over {s['iterations']} iterations", a.out / f"{a.name}-dst.png", other, a.compare_label)
+    if (a.run / "samples" / "final.png").is_file():  # a diverged run has none
+        enlarge(a.run / "samples" / "final.png", a.out / f"{a.name}-samples.png", a.scale)
     every = max(1, len(t["gap"]) // 10)
     s["gap_every_%d" % every] = [round(g, 3) for g in t["gap"][every - 1 :: every]]
     print(json.dumps(s, indent=1))
