@@ -1,7 +1,7 @@
 """The stability sweep: iterations to divergence over a grid of K and step size,
 without and with each stabiliser (docs/recipes.md).
 
-    python -m benchmarks.run stability          # the grid below, ~10 CPU minutes on a free core
+    python -m benchmarks.run stability          # 28 cells; 16 minutes on a shared 2-core CPU
     python -m benchmarks.run stability-quick    # one cell pair, seconds (what the tests run)
     python -m benchmarks.run stability --budget 500 --set lr=3e-4 --set steps=[20,40]
 
