@@ -7,6 +7,7 @@ import math
 from pydantic import Field, PositiveInt
 from typing import Literal
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 import ebmkit
 from ebmkit import BuildContext, Energy
@@ -21,8 +22,9 @@ class MLPEnergy(Energy):
         hidden: PositiveInt = 128
         depth: PositiveInt = Field(3, description="number of hidden layers")
         activation: Literal["silu", "elu", "softplus", "leaky_relu", "tanh"] = "silu"
+        spectral_norm: bool = Field(False, description="spectral normalisation of every linear layer (a stabiliser)")
 
-    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, activation: str = "silu"):
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, activation: str = "silu", spectral_norm: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         width = dim
@@ -30,6 +32,8 @@ class MLPEnergy(Energy):
             layers += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
             width = hidden
         layers.append(nn.Linear(width, 1))
+        if spectral_norm:  # each layer's largest singular value ~1: U is then Lipschitz
+            layers = [_spectral_norm(m) if isinstance(m, nn.Linear) else m for m in layers]
         self.net = nn.Sequential(*layers)
 
     @classmethod
