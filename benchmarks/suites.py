@@ -31,6 +31,7 @@ from ebmkit.errors import ConfigError, suggest
 SUITE_MODULES: tuple[str, ...] = (
     "benchmarks.comparison",  # quick, standard, paper: the short-run paper's comparison tables
     "benchmarks.stability",  # issue 11's stability sweep (skipped while it does not exist)
+    "benchmarks.speed",  # issue 7: sampling / training speed against the paper's loop and PyPI peers
 )
 
 

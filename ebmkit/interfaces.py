@@ -15,6 +15,7 @@ a component never sees unvalidated input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -72,6 +73,13 @@ class Energy(nn.Module, Component):
 
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def input_grad_fn(self, like: Tensor) -> Callable[[Tensor], Tensor] | None:
+        """Optional fast path for samplers: a function ``x -> grad_x sum U(x)``
+        (no graph kept) for tensors like ``like``, valid while the weights do
+        not change.  ``None`` (the default) means: use autograd.  Samplers
+        reach it through :func:`ebmkit.sampling.input_gradient`."""
+        return None
 
 
 class InitialDistribution(nn.Module, Component):
