@@ -346,7 +346,8 @@ def run_speed(s: SpeedSettings, out: Path, log: Callable[[str], None] = print) -
     threads = torch.get_num_threads()
     out.mkdir(parents=True, exist_ok=True)
     load = _load()
-    peak = matmul_peak(threads, seconds=0.5 if s.image_size <= 8 else 3.0)
+    tiny = s.image_size <= 8  # quick mode: a token peak, the run only has to work
+    peak = matmul_peak(threads, seconds=0.2, sizes=(256,)) if tiny else matmul_peak(threads)
     log(f"matmul peak: {peak['gflops']:.1f} GFLOP/s fp32 on {threads} thread(s); load average {load}")
     sampler_rows = [r for nf in s.nf for r in sampler_table(s, nf, peak["gflops"], log)]
     train_rows = [r for nf in s.nf for r in training_table(s, nf, peak["gflops"], log)] if s.train else []
