@@ -128,6 +128,17 @@ class TrainingConfig(_Strict):
     divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
 
 
+class PerformanceConfig(_Strict):
+    """Speed settings of the run (``[performance]``; docs/performance.md).
+    The sampler's fast path is the sampler's ``fast`` / ``channels_last``;
+    mixed precision is ``training.mixed_precision``."""
+
+    threads: PositiveInt | None = Field(None, description="torch CPU threads (None: torch's default, one per core)")
+    channels_last: bool | None = Field(
+        None, description="keep the energy's weights channels_last (None: on for image data on CPU, where it measured faster)")
+    compile: bool = Field(False, description="torch.compile the energy (for GPUs; on the 2-core CPU it measured slower)")
+
+
 class OutputConfig(_Strict):
     dir: Path = Path("runs/experiment")
     grid_size: PositiveInt = 64
@@ -144,6 +155,7 @@ class ExperimentConfig(_Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @field_validator("data", "energy", "initializer", "sampler", "objective", mode="before")
     @classmethod

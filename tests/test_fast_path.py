@@ -152,3 +152,34 @@ def test_speed_benchmark_quick_mode_writes_its_tables(tmp_path):
     assert rows["paper"]["ratio_to_a"] == pytest.approx(1.0)
     assert rows["toolkit"]["image_steps_per_s"] > 0
     assert result["meta"]["matmul_peak"]["gflops"] > 0
+
+
+@pytest.mark.parametrize("setting,expected", [(None, True), (False, False), (True, True)])
+def test_performance_section_sets_channels_last_weights(tiny, setting, expected):
+    from ebmkit.config import parse_config
+    from ebmkit.experiment import build_experiment
+    from ebmkit.trainer import Trainer
+
+    cfg = parse_config(tiny(performance={"channels_last": setting}))
+    trainer = Trainer(build_experiment(cfg))
+    w = list(trainer.energy.parameters())[2]  # the second conv's weight (the first has one input channel)
+    assert w.is_contiguous(memory_format=torch.channels_last) == expected
+    assert w.is_contiguous() == (not expected)
+
+
+def test_performance_threads_and_bad_values(tiny):
+    from ebmkit.config import parse_config
+    from ebmkit.errors import ConfigError
+    from ebmkit.experiment import build_experiment
+    from ebmkit.trainer import Trainer
+
+    before = torch.get_num_threads()
+    try:
+        Trainer(build_experiment(parse_config(tiny(performance={"threads": 1}))))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="performance.threads"):
+        parse_config(tiny(performance={"threads": 0}))
+    with pytest.raises(ConfigError, match="sampler"):
+        parse_config(tiny(sampler={"fast": "sometimes"}))
