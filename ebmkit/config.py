@@ -135,7 +135,8 @@ class PerformanceConfig(_Strict):
 
     threads: PositiveInt | None = Field(None, description="torch CPU threads (None: torch's default, one per core)")
     channels_last: bool | None = Field(
-        None, description="keep the energy's weights channels_last (None: on for image data on CPU, where it measured faster)")
+        None, description="keep the energy's weights channels_last (None: on for image data on CPU when the energy "
+              "takes that format, e.g. convnet)")
     compile: bool = Field(False, description="torch.compile the energy (for GPUs; on the 2-core CPU it measured slower)")
 
 

@@ -71,6 +71,11 @@ class Component:
 class Energy(nn.Module, Component):
     """U(x): maps a batch ``(B, *shape)`` to energies ``(B,)``; low = likely."""
 
+    channels_last_ok: ClassVar[bool] = False
+    """True when ``forward`` accepts image batches in channels_last memory
+    (it never ``.view``s its input): samplers may then pick that format for
+    CPU chains on their own (see docs/performance.md)."""
+
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 

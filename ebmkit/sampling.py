@@ -53,12 +53,13 @@ def input_gradient(energy: nn.Module, like: Tensor, *, fast: bool = True) -> Cal
     return autograd_gradient
 
 
-def chain_memory_format(x: Tensor, channels_last: bool | None) -> torch.memory_format:
+def chain_memory_format(x: Tensor, channels_last: bool | None, energy: nn.Module | None = None) -> torch.memory_format:
     """The memory format an image chain runs in: channels_last when asked,
-    or (``None``, auto) for 4-D chains on CPU, where it measured faster for
-    the ConvNet energies (docs/performance.md)."""
+    or (``None``, auto) for 4-D chains on CPU against an energy that says it
+    takes channels_last input (``Energy.channels_last_ok``), where it
+    measured faster for the ConvNet energies (docs/performance.md)."""
     if x.dim() != 4:
         return torch.contiguous_format
     if channels_last is None:
-        channels_last = x.device.type == "cpu"
+        channels_last = x.device.type == "cpu" and bool(getattr(energy, "channels_last_ok", False))
     return torch.channels_last if channels_last else torch.contiguous_format

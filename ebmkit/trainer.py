@@ -143,7 +143,8 @@ class Trainer:
         self.initializer = experiment.initializer.to(self.accelerator.device)
         distributed.shard_module(self.initializer, self.accelerator)  # each process keeps its share of a bank
         lr = distributed.scaled_lr(cfg.optimizer.lr, cfg.optimizer.scale_lr, self.accelerator.num_processes)
-        channels_last = performance.wants_channels_last(cfg.performance.channels_last, experiment.shape, self.accelerator.device)
+        channels_last = performance.wants_channels_last(cfg.performance.channels_last, experiment.shape, self.accelerator.device,
+                                                        experiment.energy)
         energy = performance.prepare_energy(experiment.energy.to(self.accelerator.device), channels_last=channels_last,
                                             compile=cfg.performance.compile)
         optimizer = make_optimizer(cfg.optimizer.model_copy(update={"lr": lr}), energy.parameters())

@@ -25,6 +25,8 @@ from ebmkit import BuildContext, Energy
 class ConvNetEnergy(Energy):
     """Paper ConvNet energy (Tables 6-8): 32/64/128 px, width nf."""
 
+    channels_last_ok = True  # convs only; the output is flattened with reshape semantics
+
     class Params(ebmkit.Params):
         nf: PositiveInt = Field(64, description="base width; the paper uses 32, 64 or 128")
         negative_slope: float = Field(0.2, ge=0.0, description="LeakyReLU slope")

@@ -83,7 +83,7 @@ class LangevinSampler(Sampler):
         # gradient and (CPU images) channels_last.  Noise is drawn in the
         # standard layout, so a seed gives the same chain either way.
         auto = None if self.fast else False  # channels_last: auto in the fast path, off in the plain one, unless set
-        fmt = chain_memory_format(z, auto if self.channels_last is None else self.channels_last)
+        fmt = chain_memory_format(z, auto if self.channels_last is None else self.channels_last, energy)
         x = z.detach().clone(memory_format=fmt)
         dims = tuple(range(1, x.dim()))
         with frozen(energy), torch.no_grad():

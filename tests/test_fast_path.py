@@ -54,10 +54,27 @@ def test_no_written_out_gradient_where_autograd_is_needed():
     torch.testing.assert_close(input_gradient(sn.eval(), x)(x), _autograd_grad(sn.eval(), x))
 
 
-def test_chain_memory_format_auto_is_channels_last_for_cpu_images_only():
-    assert chain_memory_format(torch.zeros(2, 3, 4, 4), None) == torch.channels_last
-    assert chain_memory_format(torch.zeros(2, 3, 4, 4), False) == torch.contiguous_format
-    assert chain_memory_format(torch.zeros(2, 5), True) == torch.contiguous_format
+def test_chain_memory_format_auto_is_channels_last_for_cpu_images_of_willing_energies_only():
+    conv = ebmkit.create_energy("convnet", (3, 8, 8), nf=4)
+    assert chain_memory_format(torch.zeros(2, 3, 4, 4), None, conv) == torch.channels_last
+    assert chain_memory_format(torch.zeros(2, 3, 4, 4), None, nn.Identity()) == torch.contiguous_format  # may .view its input
+    assert chain_memory_format(torch.zeros(2, 3, 4, 4), False, conv) == torch.contiguous_format
+    assert chain_memory_format(torch.zeros(2, 3, 4, 4), True) == torch.channels_last
+    assert chain_memory_format(torch.zeros(2, 5), True, conv) == torch.contiguous_format
+
+
+def test_an_energy_that_views_its_input_still_works_by_default():
+    class Viewing(ebmkit.Energy):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3 * 4 * 4))
+
+        def forward(self, x):
+            return (x.view(x.shape[0], -1) ** 2 * self.w).sum(1)  # fails on a channels_last tensor
+
+    z = torch.rand(2, 3, 4, 4)
+    x = ebmkit.create_sampler("gradient-descent", steps=1, step_size=0.25).run(Viewing(), z).x
+    torch.testing.assert_close(x, z * 0.5)  # grad = 2 z
 
 
 @pytest.mark.parametrize("name", ["langevin", "gradient-descent"])
