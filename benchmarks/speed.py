@@ -196,22 +196,31 @@ def objective_flops(trainer: Any, x: torch.Tensor) -> int:
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, baseline: str) -> dict[str, dict[str, float]]:
-    """Time every fn once per round, in a rotating order; medians and paired ratios to ``baseline``."""
+    """Time every fn once per round, in a rotating order; medians and paired ratios to ``baseline``.
+
+    Both wall-clock and process CPU time are kept: on a machine shared with
+    other busy processes the wall clock also counts the time this process
+    waited for a core, the CPU time does not (with one thread it is the time
+    an idle core would take)."""
     names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for fn in fns.values():  # warm-up (oneDNN primitive caches, allocator)
         fn()
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for n in order:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fns[n]()
-            times[n].append(time.perf_counter() - t0)
+            wall[n].append(time.perf_counter() - t0)
+            cpu[n].append(time.process_time() - c0)
     out = {}
     for n in names:
-        ratios = [b / t for b, t in zip(times[baseline], times[n])]
-        out[n] = {"seconds": statistics.median(times[n]), "ratio": statistics.median(ratios),
-                  "ratio_min": min(ratios), "ratio_max": max(ratios), "times": times[n]}
+        ratios = [b / t for b, t in zip(wall[baseline], wall[n])]
+        cpu_ratios = [b / t for b, t in zip(cpu[baseline], cpu[n])]
+        out[n] = {"seconds": statistics.median(wall[n]), "ratio": statistics.median(ratios),
+                  "ratio_min": min(ratios), "ratio_max": max(ratios), "times": wall[n],
+                  "cpu_seconds": statistics.median(cpu[n]), "cpu_ratio": statistics.median(cpu_ratios), "cpu_times": cpu[n]}
     return out
 
 
@@ -245,7 +254,8 @@ def sampler_table(s: SpeedSettings, nf: int, peak: float, log: Callable[[str], N
         gflops = flops_per_chain / m["seconds"] / 1e9
         rows.append({**base, "image_steps_per_s": s.batch * K / m["seconds"], "ratio_to_a": m["ratio"],
                      "ratio_range": f"{m['ratio_min']:.2f}-{m['ratio_max']:.2f}", "gflops": gflops,
-                     "pct_of_peak": 100 * gflops / peak, "note": "", "seconds": m["times"]})
+                     "pct_of_peak": 100 * gflops / peak, "image_steps_per_cpu_s": s.batch * K / m["cpu_seconds"],
+                     "cpu_ratio_to_a": m["cpu_ratio"], "note": "", "seconds": m["times"], "cpu_seconds": m["cpu_times"]})
     return rows
 
 
@@ -304,7 +314,8 @@ def training_table(s: SpeedSettings, nf: int, peak: float, log: Callable[[str], 
         gflops = flops / m["seconds"] / 1e9
         rows.append({"nf": nf, "contender": labels[key], "key": key, "iterations_per_s": 1 / m["seconds"],
                      "ratio_to_a": m["ratio"], "ratio_range": f"{m['ratio_min']:.2f}-{m['ratio_max']:.2f}",
-                     "gflops": gflops, "pct_of_peak": 100 * gflops / peak, "seconds": m["times"]})
+                     "gflops": gflops, "pct_of_peak": 100 * gflops / peak, "cpu_ratio_to_a": m["cpu_ratio"],
+                     "seconds": m["times"], "cpu_seconds": m["cpu_times"]})
     return rows
 
 
@@ -327,11 +338,15 @@ def plot_speed(table: Table, path: Path) -> Path | None:
     colors = plt.get_cmap("tab10")
     for j, key in enumerate(keys):
         vals = [next((r["ratio_to_a"] for r in rows if r["nf"] == nf and r["key"] == key), 0.0) for nf in nfs]
-        ax.bar([i + j * width for i in range(len(nfs))], vals, width, label=key, color=colors(j))
+        xs = [i + j * width for i in range(len(nfs))]
+        ax.bar(xs, vals, width, label=key, color=colors(j))
+        cpu = [next((r.get("cpu_ratio_to_a") for r in rows if r["nf"] == nf and r["key"] == key), None) for nf in nfs]
+        ax.scatter([x for x, c in zip(xs, cpu) if c], [c for c in cpu if c], marker="_", color="k", s=60, zorder=3,
+                   label="CPU-time ratio" if j == 0 else None)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.axhline(1.3, color="grey", lw=0.8, ls="--")
     ax.set_xticks([i + width * (len(keys) - 1) / 2 for i in range(len(nfs))], [f"nf={nf}" for nf in nfs])
-    ax.set_ylabel("speed relative to (a)")
+    ax.set_ylabel("speed relative to (a), wall clock")
     ax.set_title(table.title, fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -356,12 +371,15 @@ def run_speed(s: SpeedSettings, out: Path, log: Callable[[str], None] = print) -
              f"{threads} torch thread(s), {s.rounds} interleaved rounds; matmul peak {peak['gflops']:.1f} GFLOP/s; "
              f"load average {load} before, {load_after} after")
     tables = [Table("speed", "Langevin sampling speed: image-steps/s and ratio to (a)",
-                    ["nf", "contender", "image_steps_per_s", "ratio_to_a", "ratio_range", "gflops", "pct_of_peak", "note"],
-                    sampler_rows, notes=[where, "ratio_to_a: median over rounds of t(a)/t(row), paired within a round; "
-                                                "gflops: convolution FLOPs of the algorithm / time."], plot=plot_speed)]
+                    ["nf", "contender", "image_steps_per_s", "ratio_to_a", "ratio_range", "gflops", "pct_of_peak",
+                     "image_steps_per_cpu_s", "cpu_ratio_to_a", "note"],
+                    sampler_rows, notes=[where, "ratio_to_a: median over rounds of t(a)/t(row), wall clock, paired within a round; "
+                                                "cpu_ratio_to_a: the same with process CPU time (robust to other processes' load); "
+                                                "gflops: convolution FLOPs of the algorithm / wall time."], plot=plot_speed)]
     if train_rows:
         tables.append(Table("speed_train", "Training iteration (Trainer.step): iterations/s and ratio to (a)",
-                            ["nf", "contender", "iterations_per_s", "ratio_to_a", "ratio_range", "gflops", "pct_of_peak"],
+                            ["nf", "contender", "iterations_per_s", "ratio_to_a", "ratio_range", "gflops", "pct_of_peak",
+                             "cpu_ratio_to_a"],
                             train_rows, notes=[where]))
     meta = run_metadata("speed", device="cpu", seeds={"weights": s.seed}, budget=None,
                         extra={"settings": asdict(s), "matmul_peak": peak, "load_average": {"before": load, "after": load_after},
