@@ -400,7 +400,8 @@ def run_speed(s: SpeedSettings, out: Path, log: Callable[[str], None] = print) -
     meta = run_metadata("speed", device="cpu", seeds={"weights": s.seed}, budget=None,
                         extra={"settings": asdict(s), "matmul_peak": peak, "load_average": {"before": load, "after": load_after},
                                "peers": _peer_versions()})
-    meta["command"] = " ".join([Path(sys.executable).name, *sys.argv]) if sys.argv else ""
+    if sys.argv and sys.argv[0].endswith("speed.py"):  # run as `python -m benchmarks.speed`
+        meta["command"] = " ".join(["python", "-m", "benchmarks.speed", *sys.argv[1:]])
     paths: list[Path] = []
     for t in tables:
         paths += t.save(out, meta)
