@@ -137,7 +137,7 @@ class PerformanceConfig(_Strict):
     channels_last: bool | None = Field(
         None, description="keep the energy's weights channels_last (None: on for image data on CPU when the energy "
               "takes that format, e.g. convnet)")
-    compile: bool = Field(False, description="torch.compile the energy (for GPUs; on the 2-core CPU it measured slower)")
+    compile: bool = Field(False, description="torch.compile the energy (meant for GPUs; not measured on the CPU)")
 
 
 class OutputConfig(_Strict):

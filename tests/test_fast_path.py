@@ -200,3 +200,16 @@ def test_performance_threads_and_bad_values(tiny):
         parse_config(tiny(performance={"threads": 0}))
     with pytest.raises(ConfigError, match="sampler"):
         parse_config(tiny(sampler={"fast": "sometimes"}))
+
+
+def test_performance_compile_flag_compiles_the_energy(tiny, monkeypatch):
+    """The flag reaches torch.compile (replaced here: compiling takes minutes on this CPU)."""
+    from ebmkit.config import parse_config
+    from ebmkit.experiment import build_experiment
+    from ebmkit.trainer import Trainer
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda module: seen.append(module) or module)
+    exp = build_experiment(parse_config(tiny(performance={"compile": True})))
+    Trainer(exp)
+    assert seen == [exp.energy]
