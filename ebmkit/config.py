@@ -163,6 +163,16 @@ class DiagnosticsConfig(_Strict):
     resolution: PositiveInt = Field(100, description="2-D data: grid cells per side")
     mmd_bandwidth: PositiveFloat = Field(0.1, description="2-D data: gaussian-kernel bandwidth of the MMD")
     kde_bandwidth: PositiveFloat = Field(0.05, description="2-D data: bandwidth of the samples' KDE")
+class PerformanceConfig(_Strict):
+    """Speed settings of the run (``[performance]``; docs/performance.md).
+    The sampler's fast path is the sampler's ``fast`` / ``channels_last``;
+    mixed precision is ``training.mixed_precision``."""
+
+    threads: PositiveInt | None = Field(None, description="torch CPU threads (None: torch's default, one per core)")
+    channels_last: bool | None = Field(
+        None, description="keep the energy's weights channels_last (None: on for image data on CPU when the energy "
+              "takes that format, e.g. convnet)")
+    compile: bool = Field(False, description="torch.compile the energy (meant for GPUs; not measured on the CPU)")
 
 
 class OutputConfig(_Strict):
@@ -182,6 +192,7 @@ class ExperimentConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @field_validator("data", "energy", "initializer", "sampler", "objective", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ a component never sees unvalidated input.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -70,8 +71,20 @@ class Component:
 class Energy(nn.Module, Component):
     """U(x): maps a batch ``(B, *shape)`` to energies ``(B,)``; low = likely."""
 
+    channels_last_ok: ClassVar[bool] = False
+    """True when ``forward`` accepts image batches in channels_last memory
+    (it never ``.view``s its input): samplers may then pick that format for
+    CPU chains on their own (see docs/performance.md)."""
+
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def input_grad_fn(self, like: Tensor) -> Callable[[Tensor], Tensor] | None:
+        """Optional fast path for samplers: a function ``x -> grad_x sum U(x)``
+        (no graph kept) for tensors like ``like``, valid while the weights do
+        not change.  ``None`` (the default) means: use autograd.  Samplers
+        reach it through :func:`ebmkit.sampling.input_gradient`."""
+        return None
 
 
 class InitialDistribution(nn.Module, Component):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 @contextmanager
@@ -26,3 +27,39 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, f in zip(params, flags):
             p.requires_grad_(f)
+
+
+def input_gradient(energy: nn.Module, like: Tensor, *, fast: bool = True) -> Callable[[Tensor], Tensor]:
+    """A function ``g(x) = grad_x sum_i U(x_i)`` that keeps no graph.
+
+    Valid while the energy's weights stay as they are (one chain: call it
+    again for the next).  With ``fast`` the energy's own
+    :meth:`~ebmkit.interfaces.Energy.input_grad_fn` is used when it offers
+    one for tensors like ``like`` (device, dtype, memory format); otherwise,
+    and with ``fast=False``, plain autograd with respect to x only.
+    """
+    offer = getattr(energy, "input_grad_fn", None)
+    if fast and callable(offer):
+        fn = offer(like)
+        if fn is not None:
+            return fn
+
+    def autograd_gradient(x: Tensor) -> Tensor:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(energy(x).sum(), x)
+        return g
+
+    return autograd_gradient
+
+
+def chain_memory_format(x: Tensor, channels_last: bool | None, energy: nn.Module | None = None) -> torch.memory_format:
+    """The memory format an image chain runs in: channels_last when asked,
+    or (``None``, auto) for 4-D chains on CPU against an energy that says it
+    takes channels_last input (``Energy.channels_last_ok``), where it
+    measured faster for the ConvNet energies (docs/performance.md)."""
+    if x.dim() != 4:
+        return torch.contiguous_format
+    if channels_last is None:
+        channels_last = x.device.type == "cpu" and bool(getattr(energy, "channels_last_ok", False))
+    return torch.channels_last if channels_last else torch.contiguous_format

@@ -30,7 +30,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, performance
 from .checkpoint import Checkpoint, atomic_write, find_checkpoint, list_checkpoints, recover_interrupted, save_checkpoint
 from .conditional import batch_condition, bound
 from .config import ExperimentConfig, OptimizerConfig
@@ -136,6 +136,7 @@ class Trainer:
                  callbacks: list[Callback] | None = None):
         self.experiment = experiment
         self.config = cfg = experiment.config
+        performance.apply_threads(cfg.performance.threads)
         self.accelerator = accelerator or make_accelerator(cfg)
         self.run_dir = Path(run_dir or cfg.output.dir)
         self.sampler = experiment.sampler
@@ -144,8 +145,12 @@ class Trainer:
         distributed.shard_module(self.initializer, self.accelerator)  # each process keeps its share of a bank
         lr = distributed.scaled_lr(cfg.optimizer.lr * cfg.optimizer.lr_multiplier(), cfg.optimizer.scale_lr,
                                    self.accelerator.num_processes)
-        optimizer = make_optimizer(cfg.optimizer.model_copy(update={"lr": lr}), experiment.energy.parameters())
-        self.energy, self.optimizer = self.accelerator.prepare(experiment.energy, optimizer)
+        channels_last = performance.wants_channels_last(cfg.performance.channels_last, experiment.shape, self.accelerator.device,
+                                                        experiment.energy)
+        energy = performance.prepare_energy(experiment.energy.to(self.accelerator.device), channels_last=channels_last,
+                                            compile=cfg.performance.compile)
+        optimizer = make_optimizer(cfg.optimizer.model_copy(update={"lr": lr}), energy.parameters())
+        self.energy, self.optimizer = self.accelerator.prepare(energy, optimizer)
         distributed.seed_processes(cfg.training.seed, self.accelerator)  # own chains per process, same weights
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         # Divergence checks and rollbacks (ebmkit.divergence); under fp16 loss

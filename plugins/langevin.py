@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 import ebmkit
 from ebmkit import SampleResult, Sampler
-from ebmkit.sampling import frozen
+from ebmkit.sampling import chain_memory_format, frozen, input_gradient
 
 
 def _grad_clip_field():
@@ -57,6 +57,8 @@ class LangevinParams(ebmkit.Params):
     epsilon: PositiveFloat | None = Field(None, description="coupled form: step = epsilon^2/2, noise = epsilon")
     grad_clip: PositiveFloat | None = _grad_clip_field()
     grad_clip_mode: Literal["element", "norm"] = _grad_clip_mode_field()
+    fast: bool = Field(True, description="fast path: the energy's own input gradient where it has one (see docs/performance.md)")
+    channels_last: bool | None = Field(None, description="image chains in channels_last memory (None: on for CPU image chains)")
 
     @model_validator(mode="after")
     def _one_form(self):
@@ -77,14 +79,17 @@ class LangevinSampler(Sampler):
     Params = LangevinParams
 
     def __init__(self, steps: int = 100, step_size: float = 1.0, noise: float = 0.01,
-                 grad_clip: float | None = None, grad_clip_mode: str = "element"):
+                 grad_clip: float | None = None, grad_clip_mode: str = "element", *, fast: bool = True,
+                 channels_last: bool | None = None):
         self.steps, self.step_size, self.noise = steps, step_size, noise
         self.grad_clip, self.grad_clip_mode = grad_clip, grad_clip_mode
+        self.fast, self.channels_last = fast, channels_last
 
     @classmethod
     def from_params(cls, params: LangevinParams, context) -> "LangevinSampler":
         step, noise = params.resolved()
-        return cls(params.steps, step, noise, params.grad_clip, params.grad_clip_mode)
+        return cls(params.steps, step, noise, params.grad_clip, params.grad_clip_mode, fast=params.fast,
+                   channels_last=params.channels_last)
 
     def clip(self, g: Tensor) -> Tensor:
         """The gradient the step uses (a subclass built without calling __init__ clips nothing)."""
@@ -112,19 +117,27 @@ class LangevinSampler(Sampler):
                     trajectory[k + 1] = x.detach().clone()
             return SampleResult(x=x, grad_norm=grad_norm, trajectory=trajectory)
 
-        x = z.detach().clone().requires_grad_(True)
-        with frozen(energy), torch.enable_grad():
+        # Weights frozen (no weight gradients), gradients w.r.t. x only, no
+        # graph kept, x updated in place; with `fast`, the energy's own input
+        # gradient and (CPU images) channels_last.  Noise is drawn in the
+        # standard layout, so a seed gives the same chain either way.
+        auto = None if self.fast else False  # channels_last: auto in the fast path, off in the plain one, unless set
+        fmt = chain_memory_format(z, auto if self.channels_last is None else self.channels_last, energy)
+        x = z.detach().clone(memory_format=fmt)
+        dims = tuple(range(1, x.dim()))
+        with frozen(energy), torch.no_grad():
+            gradient = input_gradient(energy, x, fast=self.fast)
             for k in range(k_steps):
-                (g,) = torch.autograd.grad(energy(x).sum(), x)
-                with torch.no_grad():
-                    grad_norm[k] = g.flatten(1).norm(dim=1).mean()
-                    g = self.clip(g)
-                    x.sub_(g, alpha=self.step_size)
-                    if self.noise > 0:
-                        x.add_(noise[k] if noise is not None else torch.randn_like(x), alpha=self.noise)
+                g = gradient(x)
+                grad_norm[k] = torch.linalg.vector_norm(g, dim=dims).mean() if dims else g.abs().mean()
+                g = self.clip(g)  # the logged norm stays the unclipped one
+                x.sub_(g, alpha=self.step_size)
+                if self.noise > 0:
+                    x.add_(noise[k] if noise is not None else torch.randn(x.shape, dtype=x.dtype, device=x.device),
+                           alpha=self.noise)
                 if k + 1 in record:
-                    trajectory[k + 1] = x.detach().clone()
-        return SampleResult(x=x.detach(), grad_norm=grad_norm, trajectory=trajectory)
+                    trajectory[k + 1] = x.clone(memory_format=torch.contiguous_format)
+        return SampleResult(x=x.contiguous(), grad_norm=grad_norm, trajectory=trajectory)
 
 
 class GradientDescentParams(ebmkit.Params):
@@ -132,6 +145,8 @@ class GradientDescentParams(ebmkit.Params):
     step_size: PositiveFloat = Field(1.0, description="coefficient of grad U")
     grad_clip: PositiveFloat | None = _grad_clip_field()
     grad_clip_mode: Literal["element", "norm"] = _grad_clip_mode_field()
+    fast: bool = Field(True, description="fast path (see the langevin sampler)")
+    channels_last: bool | None = Field(None, description="image chains in channels_last memory (None: on for CPU image chains)")
 
 
 class GradientDescentSampler(LangevinSampler):
@@ -140,12 +155,13 @@ class GradientDescentSampler(LangevinSampler):
     Params = GradientDescentParams
 
     def __init__(self, steps: int = 100, step_size: float = 1.0, grad_clip: float | None = None,
-                 grad_clip_mode: str = "element"):
-        super().__init__(steps, step_size, 0.0, grad_clip, grad_clip_mode)
+                 grad_clip_mode: str = "element", *, fast: bool = True, channels_last: bool | None = None):
+        super().__init__(steps, step_size, 0.0, grad_clip, grad_clip_mode, fast=fast, channels_last=channels_last)
 
     @classmethod
     def from_params(cls, params: GradientDescentParams, context) -> "GradientDescentSampler":
-        return cls(params.steps, params.step_size, params.grad_clip, params.grad_clip_mode)
+        return cls(params.steps, params.step_size, params.grad_clip, params.grad_clip_mode, fast=params.fast,
+                   channels_last=params.channels_last)
 
 
 @ebmkit.hookimpl
