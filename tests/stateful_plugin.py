@@ -89,8 +89,8 @@ class Faulty(MaximumLikelihood):
         factor: float = 1e8
         times: int = Field(1, ge=1)
 
-    def __init__(self, at, fault="nan", factor=1e8, times=1, data_noise=0.03):
-        super().__init__(data_noise)
+    def __init__(self, at, fault="nan", factor=1e8, times=1, **base):
+        super().__init__(**base)  # maximum-likelihood's own parameters, whatever they are
         self.at, self.fault, self.factor, self.left = at, fault, factor, times
         self.iteration = 0
 
