@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ebmkit.errors import ConfigError, DataError, EbmkitError
 from ebmkit.images import save_grid, save_rows
 
-from .harness import Budget, Cell, RunContext, Table, run_metadata
+from .harness import Budget, Cell, RunContext, Table, run_metadata, write_report
 from .suites import SuiteArgs, register_suite
 
 TABLES = ("table1", "table2", "table3", "table4", "table5", "speed")
@@ -448,17 +448,8 @@ def run_comparison(s: ComparisonSettings, args: SuiteArgs) -> int:
                         budget=budget, extra={"ablation_budget": ablation_budget.as_dict(),
                                               "settings": s.model_dump(mode="json"),
                                               "inception": None if inc is None else {"source": inc.net.source, "path": str(inc.net.path), "id": inc.id}})
-    text = [f"# ebmkit benchmarks: {s.title}\n", f"{meta['date']} | {meta['machine'].get('cpu_model', meta['machine']['processor'])} "
-            f"({meta['machine']['cpu_count']} cores, {meta['machine']['torch_threads']} torch threads) | device {device} | "
-            f"`{meta['command']}`\n"]
-    for t in tables:
-        t.save(args.out / "tables", meta)
-        text.append(t.markdown())
-    md = "\n".join(text)
-    (args.out / "tables.md").write_text(md)
-    from .harness import write_json
-
-    write_json(args.out / "run.json", meta | {"cells": [results[c.id] for c in cells]})
+    md = write_report(args.out, f"ebmkit benchmarks: {s.title}", tables, meta, device=device,
+                      results=[results[c.id] for c in cells])
     print("\n" + md)
     ctx.log(f"tables: {args.out / 'tables.md'} (CSV, JSON and plots in {args.out / 'tables'}; sample grids in {args.out / 'samples'})")
     return 0

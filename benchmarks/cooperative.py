@@ -22,14 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ebmkit.errors import ConfigError, DivergenceError
 from ebmkit.images import save_grid
 
-from .harness import Cell, RunContext, Table, fmt, run_metadata, write_json
+from .harness import Cell, RunContext, Table, fmt, run_metadata, write_report
 from .suites import SuiteArgs, register_suite
 
 
@@ -270,13 +269,5 @@ def run(args: SuiteArgs) -> int:
     meta = run_metadata(args.suite, device="cpu", seeds={"training": s.seed, "sampling": s.seed + 1}, budget=None,
                         extra={"settings": s.model_dump(), "cpu_seconds_total": round(time.process_time(), 1)})
     tables = build_tables(s, trained, evals)
-    md = [f"# {s.title}\n", f"date {meta['date']}, command `{meta['command']}`, machine: "
-          f"{meta['machine'].get('cpu_model', meta['machine']['processor'])}, {meta['machine']['cpu_count']} cores, "
-          f"torch threads {meta['machine']['torch_threads']}\n"]
-    for t in tables:
-        t.save(args.out / "tables", meta)
-        md.append(t.markdown())
-    (args.out / "tables.md").write_text("\n".join(md))
-    write_json(args.out / "meta.json", meta)
-    print("\n".join(md))
+    print(write_report(args.out, s.title, tables, meta, device="cpu", results=evals))
     return 0

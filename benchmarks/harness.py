@@ -269,3 +269,20 @@ def run_metadata(suite: str, *, device: str, seeds: dict[str, int], budget: Budg
         "budget": budget.as_dict() if budget else None,
         **(extra or {}),
     }
+
+
+def write_report(out: Path, title: str, tables: list["Table"], meta: dict[str, Any], *, device: str,
+                 results: list[Any] | None = None) -> str:
+    """Every suite's ending: each table saved (CSV, JSON, plot) under out/tables,
+    tables.md with a header naming date, machine and command, and run.json
+    (the metadata, plus each cell's result when given).  Returns the markdown."""
+    m = meta["machine"]
+    text = [f"# {title}\n", f"{meta['date']} | {m.get('cpu_model', m['processor'])} ({m['cpu_count']} cores, "
+            f"{m['torch_threads']} torch threads) | device {device} | `{meta['command']}`\n"]
+    for t in tables:
+        t.save(out / "tables", meta)
+        text.append(t.markdown())
+    md = "\n".join(text)
+    (out / "tables.md").write_text(md)
+    write_json(out / "run.json", meta | ({"cells": results} if results is not None else {}))
+    return md

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ebmkit.errors import ConfigError, DivergenceError
 
-from .harness import Budget, Cell, RunContext, Table, run_metadata, write_json
+from .harness import Budget, Cell, RunContext, Table, run_metadata, write_report
 from .suites import SuiteArgs, register_suite
 
 STABILISERS: dict[str, dict[str, dict[str, Any]]] = {
@@ -222,15 +222,8 @@ def run_stability(s: StabilitySettings, args: SuiteArgs) -> int:
     tables = build_tables(s, cells, results, budget.iterations)
     meta = run_metadata(args.suite, device=device, seeds={"training": s.seed}, budget=budget,
                         extra={"settings": s.model_dump(mode="json"), "stabilisers": STABILISERS})
-    text = [f"# ebmkit stability sweep\n", f"{meta['date']} | {meta['machine'].get('cpu_model', meta['machine']['processor'])} "
-            f"({meta['machine']['cpu_count']} cores, {meta['machine']['torch_threads']} torch threads) | device {device} | "
-            f"`{meta['command']}`\n"]
-    for t in tables:
-        t.save(args.out / "tables", meta)
-        text.append(t.markdown())
-    md = "\n".join(text)
-    (args.out / "tables.md").write_text(md)
-    write_json(args.out / "run.json", meta | {"cells": [results[c.id] for c in cells]})
+    md = write_report(args.out, "ebmkit stability sweep", tables, meta, device=device,
+                      results=[results[c.id] for c in cells])
     print("\n" + md)
     ctx.log(f"tables: {args.out / 'tables.md'} (CSV, JSON and a plot in {args.out / 'tables'})")
     return 0

@@ -8,15 +8,6 @@ from benchmarks.baselines.dcgan import LatentPosterior
 from benchmarks.baselines.nets import DownNet, UpNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads spin-wait and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("size", [8, 16, 32, 64])
 def test_networks_fit_the_image_size(size):
     up, down = UpNet(4, 3, size, 4), DownNet(3, size, 4)

@@ -7,19 +7,10 @@ Inception on a CPU is slow, so FID here uses 8 samples; the real run is
 import json
 
 import pytest
-import torch
 
 from benchmarks.comparison import QUICK, EBMSettings, run_comparison
 from benchmarks.suites import SuiteArgs
 from ebmkit.metrics.inception import InceptionUnavailable, find_weights
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 TINY = QUICK.model_copy(update=dict(

@@ -8,15 +8,6 @@ from ebmkit.metrics import FeatureStats, RealReference, frechet_distance, kernel
 from ebmkit.metrics.fid import real_features_key
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads spin-wait and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_frechet_matches_closed_form_for_diagonal_gaussians():
     rng = np.random.default_rng(0)
     mu1, mu2 = rng.normal(size=5), rng.normal(size=5)

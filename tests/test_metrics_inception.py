@@ -9,15 +9,6 @@ from ebmkit.metrics import inception as inc
 from ebmkit.metrics import InceptionFeatures, InceptionUnavailable, MetricUnavailable, frechet_distance
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads spin-wait and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class FakeLayers(nn.Module):
     """Stands in for Inception's trunk: (B, 3, 299, 299) -> (B, 2048, 1, 1)."""
 

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from ebmkit.cli import preset_names, resolve_config_path
 from ebmkit.config import load_config
@@ -15,14 +14,6 @@ from ebmkit.trainer import Trainer
 
 CPU_PRESETS = ("digits-cpu", "mnist5k-cpu", "patches-cpu")
 SHORT = {"digits-cpu": [], "mnist5k-cpu": ["data.limit=300"], "patches-cpu": ["data.count=300"]}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_every_shipped_image_set_has_a_cpu_preset_of_2000_iterations():
