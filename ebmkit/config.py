@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from .errors import ConfigError, format_validation_error
+from .interfaces import component_spec
 
 
 class _Strict(BaseModel):
@@ -197,8 +198,7 @@ class ExperimentConfig(_Strict):
     @field_validator("data", "energy", "initializer", "sampler", "objective", mode="before")
     @classmethod
     def _name_only(cls, v: Any) -> Any:
-        # Allow the short form `sampler = "langevin"`.
-        return {"name": v} if isinstance(v, str) else v
+        return component_spec(v)  # the short form `sampler = "langevin"` too
 
     def check_components(self, registry: Any = None) -> None:
         """Validate every component section against its plug-in's ``Params``."""

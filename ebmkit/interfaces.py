@@ -31,6 +31,19 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def component_spec(value: Any, missing_name: str | None = None) -> Any:
+    """A component given by name -- ``"langevin"`` or ``{name = "langevin", steps = 40}`` --
+    as a dict ``{"name": ..., **params}``.  With ``missing_name``, a dict without
+    a string ``name`` is an error with that message; anything else is left for
+    pydantic to reject.  Config sections and plug-ins that nest another
+    component (a wrapped sampler, a mask generator) share this one reading."""
+    if isinstance(value, str):
+        return {"name": value}
+    if missing_name is not None and isinstance(value, dict) and not isinstance(value.get("name"), str):
+        raise ValueError(missing_name)
+    return value
+
+
 
 @dataclass
 class BuildContext:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 import ebmkit
 from ebmkit import SampleResult, Sampler
+from ebmkit.interfaces import component_spec
 from ebmkit.conditional import ConditionalEnergy
 
 
@@ -31,15 +32,9 @@ class ClampedSampler(Sampler):
 
         @field_validator("inner", mode="before")
         @classmethod
-        def _name_only(cls, v: Any) -> Any:
-            return {"name": v} if isinstance(v, str) else v
-
-        @field_validator("inner")
-        @classmethod
-        def _named(cls, v: dict[str, Any]) -> dict[str, Any]:
-            if not isinstance(v.get("name"), str):
-                raise ValueError("give the wrapped sampler's name, e.g. inner = {name = 'langevin', steps = 40}")
-            if v["name"] == "clamped":
+        def _named(cls, v: Any) -> Any:
+            v = component_spec(v, "give the wrapped sampler's name, e.g. inner = {name = 'langevin', steps = 40}")
+            if isinstance(v, dict) and v["name"] == "clamped":
                 raise ValueError("'clamped' cannot wrap itself")
             return v
 

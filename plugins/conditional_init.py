@@ -20,6 +20,7 @@ from torch import Tensor
 
 import ebmkit
 from ebmkit import BuildContext
+from ebmkit.interfaces import component_spec
 from ebmkit.conditional import Condition, ConditionalInitializer, masked_condition
 from ebmkit.errors import ConfigError
 
@@ -52,15 +53,8 @@ class MaskedInit(ConditionalInitializer):
 
         @field_validator("mask", mode="before")
         @classmethod
-        def _name_only(cls, v: Any) -> Any:
-            return {"name": v} if isinstance(v, str) else v
-
-        @field_validator("mask")
-        @classmethod
-        def _named(cls, v: dict[str, Any]) -> dict[str, Any]:
-            if not isinstance(v.get("name"), str):
-                raise ValueError("give the mask generator's name, e.g. mask = {name = 'centre', fraction = 0.5}")
-            return v
+        def _named(cls, v: Any) -> Any:
+            return component_spec(v, "give the mask generator's name, e.g. mask = {name = 'centre', fraction = 0.5}")
 
     def __init__(self, shape: tuple[int, ...], masks: ebmkit.MaskGenerator, fill: str = "uniform"):
         super().__init__()
