@@ -1,8 +1,9 @@
 """The inpainting suite: a conditional short-run EBM against mean fill and
 nearest-neighbour fill, by PSNR and SSIM on held-out images.
 
-    python -m benchmarks.run inpainting                         # digits 16x16, 4 masks, ~20 CPU minutes
-    python -m benchmarks.run inpainting --only centre,half      # some of the masks
+    python -m benchmarks.run inpainting                         # digits 16x16, 4 masks, ~45 CPU minutes
+    python -m benchmarks.run inpainting --only centre,centre+cvae   # one mask, both forms
+    python -m benchmarks.run inpainting --set cooperative=false     # the plain conditional EBM only
     python -m benchmarks.run inpainting --budget 300            # shorter training (~1 minute per mask)
     python -m benchmarks.run inpainting --set paired_root="~/data/facades"   # also facades-style pairs
 
@@ -14,6 +15,12 @@ under the same fixed masks (seeded) as the baselines:
 * mean fill: each missing pixel gets the training set's mean at that pixel;
 * nearest-neighbour fill: the training image nearest on the observed pixels
   lends its pixels to the holes.
+
+With ``cooperative`` (the default) each mask also gets a ``<mask>+cvae``
+cell: the same EBM and chain trained in the cooperative form, a conditional
+VAE (``conditional-vae``) proposing the chain starts and learning from the
+revised samples; it is scored after the Langevin revision and as the
+proposal alone (K = 0).
 
 The EBM's scores average ``samples`` completions per image.  With
 ``paired_root`` set (a ``paired-folders`` dataset: A/B folders or side-by-side
@@ -67,6 +74,10 @@ class InpaintingSettings(BaseModel):
     seed: int = 0
     paired_root: str | None = Field(None, description="a paired-folders root (facades style); adds the 'paired' cell")
     paired: dict[str, Any] = Field(default_factory=lambda: {"image_size": 32, "condition": "B", "image_channels": 3})
+    cooperative: bool = Field(True, description="also train the cooperative form (a conditional VAE proposes the chain starts)")
+    vae: dict[str, Any] = Field(default_factory=lambda: {"latent_dim": 16, "nf": 16, "lr": 1e-3, "kl_weight": 1.0,
+                                                         "decoder_sd": 0.1},
+                                description="the conditional-vae initializer's parameters (besides its condition)")
 
 
 DEFAULT = InpaintingSettings()
@@ -92,7 +103,10 @@ def _load(data: dict[str, Any], split: str) -> torch.Tensor:
     return torch.stack([ds[i] for i in range(len(ds))])
 
 
-def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Budget) -> dict[str, Any]:
+def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Budget, cooperative: bool = False) -> dict[str, Any]:
+    """One mask: the conditional EBM and the two baselines, or (``cooperative``)
+    the EBM trained with a conditional VAE proposing its chain starts, scored
+    with the Langevin revision and as the proposal alone."""
     from ebmkit.images import save_rows
     from ebmkit.inpainting import ebm_fill, inpainting_scores, masked_view, mean_fill, nearest_fill
     from ebmkit.registry import default_registry
@@ -102,7 +116,9 @@ def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Bu
     mask_spec = dict(cell.spec["mask"])
     train_x, test_x = _load(s.data, "train"), _load(s.data, "test")[: s.n_test]
     torch.manual_seed(s.seed)
-    cfg = ebm_config(s, s.data, {}, {"name": "masked", "mask": mask_spec, "fill": s.fill})
+    masked = {"name": "masked", "mask": mask_spec, "fill": s.fill}
+    init = {"name": "conditional-vae", "condition": masked, **s.vae} if cooperative else masked
+    cfg = ebm_config(s, s.data, {}, init)
     method = EBMMethod(train_x, cfg, iterations_hint=budget.iterations or 1000, recon={})
     fit = train(method, train_x, budget, batch_size=s.batch_size, seed=s.seed, progress=ctx.progress, desc=cell.name)
     exp = method.experiment
@@ -113,10 +129,17 @@ def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Bu
     missing = masks.sample(test_x.shape[0], *test_x.shape[-2:], generator=torch.Generator().manual_seed(s.seed + 1),
                            device=method.device)
     torch.manual_seed(s.seed + 2)
+    exp.initializer.eval()  # a cVAE proposes with its running statistics, as after load_trained
     filled = ebm_fill(energy, exp.sampler, exp.initializer, test_x, missing, samples=s.samples)
-    rows = {"ebm": inpainting_scores(test_x, filled, missing),
-            "mean fill": inpainting_scores(test_x, mean_fill(train_x, test_x, missing), missing),
-            "nearest-neighbour fill": inpainting_scores(test_x, nearest_fill(train_x, test_x, missing), missing)}
+    if cooperative:
+        torch.manual_seed(s.seed + 2)
+        proposals = ebm_fill(energy, exp.sampler, exp.initializer, test_x, missing, samples=s.samples, steps=0)
+        rows = {"cooperative ebm": inpainting_scores(test_x, filled, missing),
+                "cvae proposal": inpainting_scores(test_x, proposals, missing)}
+    else:
+        rows = {"ebm": inpainting_scores(test_x, filled, missing),
+                "mean fill": inpainting_scores(test_x, mean_fill(train_x, test_x, missing), missing),
+                "nearest-neighbour fill": inpainting_scores(test_x, nearest_fill(train_x, test_x, missing), missing)}
     strip = ctx.out / "samples" / f"{cell.name}.png"
     n = min(s.show, test_x.shape[0])
     save_rows([torch.cat([masked_view(test_x[i : i + 1], missing[i : i + 1]), filled[:, i], test_x[i : i + 1]]).cpu()
@@ -125,8 +148,9 @@ def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Bu
             "strip": str(strip)}
 
 
-def run_paired_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Budget) -> dict[str, Any]:
-    """Condition -> target on paired folders: EBM vs mean target and nearest-condition target."""
+def run_paired_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Budget, cooperative: bool = False) -> dict[str, Any]:
+    """Condition -> target on paired folders: EBM vs mean target and nearest-condition target
+    (``cooperative``: the EBM with a conditional VAE proposing the chain starts, and its proposals alone)."""
     from ebmkit.conditional import bound
     from ebmkit.images import save_rows
     from ebmkit.metrics import psnr, ssim
@@ -137,20 +161,27 @@ def run_paired_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: 
     train_x, test_x = _load(data, "train"), _load(data, "test")[: s.n_test]
     ct = int(s.paired.get("image_channels", 3))
     torch.manual_seed(s.seed)
-    cfg = ebm_config(s, data, {"target_channels": ct}, {"name": "paired", "target_channels": ct, "fill": "uniform"})
+    paired = {"name": "paired", "target_channels": ct, "fill": "uniform"}
+    init = {"name": "conditional-vae", "condition": paired, **s.vae} if cooperative else paired
+    cfg = ebm_config(s, data, {"target_channels": ct}, init)
     method = EBMMethod(train_x, cfg, iterations_hint=budget.iterations or 1000, recon={})
     fit = train(method, train_x, budget, batch_size=s.batch_size, seed=s.seed, progress=ctx.progress, desc=cell.name)
     exp = method.experiment
     energy = method.trainer.accelerator.unwrap_model(method.trainer.energy).eval()
     train_x, test_x = train_x.to(method.device), test_x.to(method.device)
     truth, cond = test_x[:, :ct], test_x[:, ct:]
-    torch.manual_seed(s.seed + 2)
-    samples = []
-    for _ in range(s.samples):
-        z = exp.initializer.start(test_x)
-        with bound(energy, exp.initializer.condition):
-            samples.append(exp.sampler.run(energy, z).x.detach().clamp(-1, 1))
-    filled = torch.stack(samples)
+    exp.initializer.eval()
+
+    def complete(steps: int | None) -> torch.Tensor:
+        torch.manual_seed(s.seed + 2)
+        samples = []
+        for _ in range(s.samples):
+            z = exp.initializer.start(test_x)
+            with bound(energy, exp.initializer.condition):
+                samples.append(exp.sampler.run(energy, z, steps=steps).x.detach().clamp(-1, 1))
+        return torch.stack(samples)
+
+    filled = complete(None)
     nearest = train_x[:, :ct][torch.cdist(cond.flatten(1), train_x[:, ct:].flatten(1)).argmin(1)]
     mean = train_x[:, :ct].mean(0, keepdim=True).expand_as(truth)
 
@@ -160,7 +191,10 @@ def run_paired_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: 
             return {k: sum(p[k] for p in per) / len(per) for k in per[0]}
         return {"psnr": psnr(truth, f), "ssim": ssim(truth, f)}
 
-    rows = {"ebm": score(filled), "mean fill": score(mean), "nearest-neighbour fill": score(nearest)}
+    if cooperative:
+        rows = {"cooperative ebm": score(filled), "cvae proposal": score(complete(0))}
+    else:
+        rows = {"ebm": score(filled), "mean fill": score(mean), "nearest-neighbour fill": score(nearest)}
     strip = ctx.out / "samples" / f"{cell.name}.png"
     n = min(s.show, truth.shape[0])
     save_rows([torch.cat([cond[i : i + 1], filled[:, i], truth[i : i + 1]]).cpu() for i in range(n)], strip)
@@ -168,16 +202,28 @@ def run_paired_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: 
 
 
 def plan(s: InpaintingSettings, budget: Budget, only: list[str]) -> list[Cell]:
-    known = list(s.masks) + (["paired"] if s.paired_root else [])
+    tasks = list(s.masks) + (["paired"] if s.paired_root else [])
+    known = tasks + ([f"{t}+cvae" for t in tasks] if s.cooperative else [])
     for item in only:
         if item not in known:
             raise ConfigError(f"--only '{item}': choose from {', '.join(known)}")
     common = s.model_dump(exclude={"masks", "title", "show", "paired", "paired_root"}) | {"budget": budget.as_dict()}
-    cells = [Cell(name, common | {"mask": spec}, lambda c, ctx, spec=spec: run_mask_cell(c, ctx, s, budget), ("inpainting",), name)
-             for name, spec in s.masks.items() if not only or name in only]
+    common = {k: v for k, v in common.items() if k not in ("cooperative", "vae")}  # cached plain cells stay valid
+    cells = []
+    for name, spec in s.masks.items():
+        if not only or name in only:
+            cells.append(Cell(name, common | {"mask": spec}, lambda c, ctx: run_mask_cell(c, ctx, s, budget),
+                              ("inpainting",), name))
+        if s.cooperative and (not only or f"{name}+cvae" in only):
+            cells.append(Cell(f"{name}+cvae", common | {"mask": spec, "vae": s.vae},
+                              lambda c, ctx: run_mask_cell(c, ctx, s, budget, cooperative=True), ("inpainting",), name))
     if s.paired_root and (not only or "paired" in only):
         spec = common | {"paired_root": str(Path(s.paired_root).expanduser()), "paired": s.paired}
         cells.append(Cell("paired", spec, lambda c, ctx: run_paired_cell(c, ctx, s, budget), ("inpainting",), "paired"))
+    if s.paired_root and s.cooperative and (not only or "paired+cvae" in only):
+        spec = common | {"paired_root": str(Path(s.paired_root).expanduser()), "paired": s.paired, "vae": s.vae}
+        cells.append(Cell("paired+cvae", spec, lambda c, ctx: run_paired_cell(c, ctx, s, budget, cooperative=True),
+                          ("inpainting",), "paired"))
     return cells
 
 
@@ -188,18 +234,23 @@ def build_table(s: InpaintingSettings, cells: list[Cell], results: dict[str, dic
     rows = []
     for cell in cells:
         r = results[cell.id]
-        task = cell.name if cell.name == "paired" else f"{cell.name} ({r['missing_fraction']:.0%} missing)"
+        task = cell.method if cell.method == "paired" else f"{cell.method} ({r['missing_fraction']:.0%} missing)"
         for method, sc in r["scores"].items():
+            trained = method in ("ebm", "cooperative ebm")
             rows.append({"task": task, "method": method, "PSNR": sc["psnr"], "PSNR (missing)": sc.get("psnr_missing"),
                          "SSIM": sc["ssim"], "MSE (missing)": sc.get("mse_missing"),
-                         "train it": r["fit"]["iterations"] if method == "ebm" else None,
-                         "train s": r["fit"]["train_seconds"] if method == "ebm" else None})
+                         "train it": r["fit"]["iterations"] if trained else None,
+                         "train s": r["fit"]["train_seconds"] if trained else None})
     n_test = sorted({results[c.id]["n_test"] for c in cells})
     notes = [f"Held-out images: {', '.join(map(str, n_test))} (the test split); the EBM's scores average {s.samples} "
              f"completions per image; PSNR / SSIM are scikit-image's on the [-1, 1] scale (data range 2); "
              f"'missing' columns score the hidden pixels only (observed pixels are exact for every method).",
              f"EBM: conditional-convnet nf={s.nf}, masked initializer (fill {s.fill}), clamped Langevin K={s.steps} "
              f"step {s.step_size} noise {s.noise}, Adam lr {s.lr} beta1 {s.beta1}, batch {s.batch_size}, budget {budget}."]
+    if any(c.name.endswith("+cvae") for c in cells):
+        notes.append("Cooperative EBM: the same EBM and chain, with a conditional VAE (conditional-vae "
+                     + ", ".join(f"{k} {v}" for k, v in s.vae.items()) + ") proposing the chain starts and learning from the "
+                     "revised samples; 'cvae proposal' scores its proposals alone (K = 0), the same trained model.")
     for cell in cells:
         div = results[cell.id]["fit"].get("diverged")
         if div:
@@ -211,7 +262,7 @@ def build_table(s: InpaintingSettings, cells: list[Cell], results: dict[str, dic
                  notes)
 
 
-@register_suite("inpainting", help="conditional EBM vs mean / nearest-neighbour fill on digits (PSNR, SSIM); ~5 CPU minutes per mask")
+@register_suite("inpainting", help="conditional EBM, plain and cooperative (cVAE proposals), vs mean / nearest-neighbour fill on digits (PSNR, SSIM); ~5 CPU minutes per cell")
 def run(args: SuiteArgs) -> int:
     from pydantic import ValidationError
 

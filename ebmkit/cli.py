@@ -197,6 +197,9 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     missing = _inpaint_masks(args.mask, exp, images.shape[0], height, width, args.seed).to(args.device)
     filled = ebm_fill(exp.energy, exp.sampler, exp.initializer, images, missing, samples=args.samples, steps=args.steps)
     scores = {"ebm": inpainting_scores(images, filled, missing)}
+    if exp.initializer.optimizer_state_dict() is not None:  # a learnt proposal (conditional-vae): score it alone too
+        proposals = ebm_fill(exp.energy, exp.sampler, exp.initializer, images, missing, samples=args.samples, steps=0)
+        scores["proposal"] = inpainting_scores(images, proposals, missing)
     if not args.no_baselines:  # both read the whole training set
         train = torch.stack([exp.dataset[i] for i in range(len(exp.dataset))]).to(args.device)
         scores["mean_fill"] = inpainting_scores(images, mean_fill(train, images, missing), missing)

@@ -250,6 +250,22 @@ def mean_over_processes(logs: dict[str, Any], state: Any) -> dict[str, Any]:
     return {**logs, **dict(zip(names, values.tolist()))}
 
 
+def average_gradients(module: nn.Module) -> None:
+    """Average ``module``'s gradients over processes, in place.
+
+    For models that learn outside the energy's DDP wrapper (a VAE proposal
+    fitting its own revised samples): every process computes gradients on its
+    share, and averaging them keeps the copies identical.  A no-op in a single
+    process."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
+
+
 # -- learning rate -----------------------------------------------------------------------------
 
 

@@ -159,18 +159,21 @@ class Registry:
                 found[cname] = reg
         return found
 
-    def get(self, kind: str, name: str) -> Registered:
+    def get(self, kind: str, name: str, *, where: str = "") -> Registered:
+        """The registered component; an unknown name lists the known ones
+        (``where``: the config field that named it, put first in the error)."""
         known = self.components(kind)
         if name not in known:
             listing = ", ".join(sorted(known)) or "(none)"
             # The component may live in a plug-in that failed to import: say so.
             failed = "".join(f"\nnote: {failure}" for failure in self.failures)
-            raise ConfigError(f"unknown {kind} '{name}'{suggest(name, known)}; known {kind} names: {listing}{failed}")
+            at = f"{where}: " if where and where != kind else ""
+            raise ConfigError(f"{at}unknown {kind} '{name}'{suggest(name, known)}; known {kind} names: {listing}{failed}")
         return known[name]
 
     def validate(self, kind: str, name: str, params: dict[str, Any] | None = None, *, where: str = "") -> BaseModel:
         """Validate ``params`` against the component's ``Params`` model."""
-        reg = self.get(kind, name)
+        reg = self.get(kind, name, where=where)
         model = reg.cls.Params
         try:
             return model.model_validate(dict(params or {}))
@@ -190,7 +193,7 @@ class Registry:
     ) -> Any:
         """Build one component.  ``params`` may be a dict (validated here) or
         an already validated ``Params`` instance."""
-        reg = self.get(kind, name)
+        reg = self.get(kind, name, where=where)
         if not isinstance(params, BaseModel):
             params = self.validate(kind, name, params, where=where)
         try:

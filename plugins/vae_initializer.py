@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 import ebmkit
 from ebmkit import BuildContext, InitialDistribution
+from ebmkit.distributed import average_gradients
 
 
 class VAEParams(ebmkit.Params):
@@ -46,7 +47,7 @@ class VAEParams(ebmkit.Params):
     updates: PositiveInt = Field(1, description="VAE steps on each batch of revised samples")
 
 
-def _halvings(h: int, w: int) -> int:
+def halvings(h: int, w: int) -> int:
     """How many stride-2 stages take (h, w) down to a base of at most 7 pixels
     (16 -> 4, 28 -> 7, 32 -> 4, 64 -> 4)."""
     n = 0
@@ -71,7 +72,7 @@ class ConvVAE(nn.Module):
     def __init__(self, shape: tuple[int, ...], latent_dim: int, nf: int, batch_norm: bool = True):
         super().__init__()
         c, h, w = shape
-        n = _halvings(h, w)
+        n = halvings(h, w)
         self.base = (h >> n, w >> n)
         widths = [min(nf * 2**i, 8 * nf) for i in range(n + 1)]  # widths[i]: channels at resolution / 2^i
         enc: list[nn.Module] = [nn.Conv2d(c, nf, 3, 1, 1), nn.LeakyReLU(0.2)]
@@ -179,7 +180,7 @@ class VAEInitializer(InitialDistribution):
                 terms = self.loss_terms(x)
                 self.optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
-                _average_gradients(self.vae)
+                average_gradients(self.vae)
                 self.optimizer.step()
         return {"vae_loss": terms["loss"].item(), "vae_kl": terms["kl"].mean().item(), "vae_mse": terms["mse"].mean().item()}
 
@@ -188,18 +189,6 @@ class VAEInitializer(InitialDistribution):
 
     def load_optimizer_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state)
-
-
-def _average_gradients(module: nn.Module) -> None:
-    """Data-parallel runs: every process fits its own revised samples, so the
-    gradients are averaged to keep the VAE copies identical."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= dist.get_world_size()
 
 
 @ebmkit.hookimpl
