@@ -130,10 +130,9 @@ def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Bu
                            device=method.device)
     torch.manual_seed(s.seed + 2)
     exp.initializer.eval()  # a cVAE proposes with its running statistics, as after load_trained
-    filled = ebm_fill(energy, exp.sampler, exp.initializer, test_x, missing, samples=s.samples)
+    filled, proposals = ebm_fill(energy, exp.sampler, exp.initializer, test_x, missing, samples=s.samples,
+                                 return_starts=True)
     if cooperative:
-        torch.manual_seed(s.seed + 2)
-        proposals = ebm_fill(energy, exp.sampler, exp.initializer, test_x, missing, samples=s.samples, steps=0)
         rows = {"cooperative ebm": inpainting_scores(test_x, filled, missing),
                 "cvae proposal": inpainting_scores(test_x, proposals, missing)}
     else:
@@ -142,10 +141,14 @@ def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Bu
                 "nearest-neighbour fill": inpainting_scores(test_x, nearest_fill(train_x, test_x, missing), missing)}
     strip = ctx.out / "samples" / f"{cell.name}.png"
     n = min(s.show, test_x.shape[0])
-    save_rows([torch.cat([masked_view(test_x[i : i + 1], missing[i : i + 1]), filled[:, i], test_x[i : i + 1]]).cpu()
+    # cooperative: each proposal beside its revision
+    shown = torch.stack([proposals, filled], 1).flatten(0, 1) if cooperative else filled
+    save_rows([torch.cat([masked_view(test_x[i : i + 1], missing[i : i + 1]), shown[:, i], test_x[i : i + 1]]).cpu()
                for i in range(n)], strip)
+    layout = ("masked input, then (proposal, revised) for each sample, truth" if cooperative
+              else "masked input, samples, truth")
     return {"scores": rows, "fit": fit, "missing_fraction": float(missing.float().mean()), "n_test": int(test_x.shape[0]),
-            "strip": str(strip)}
+            "strip": str(strip), "strip_layout": layout}
 
 
 def run_paired_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Budget, cooperative: bool = False) -> dict[str, Any]:
@@ -172,16 +175,14 @@ def run_paired_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: 
     truth, cond = test_x[:, :ct], test_x[:, ct:]
     exp.initializer.eval()
 
-    def complete(steps: int | None) -> torch.Tensor:
-        torch.manual_seed(s.seed + 2)
-        samples = []
-        for _ in range(s.samples):
-            z = exp.initializer.start(test_x)
-            with bound(energy, exp.initializer.condition):
-                samples.append(exp.sampler.run(energy, z, steps=steps).x.detach().clamp(-1, 1))
-        return torch.stack(samples)
-
-    filled = complete(None)
+    torch.manual_seed(s.seed + 2)
+    samples, starts = [], []
+    for _ in range(s.samples):
+        z = exp.initializer.start(test_x)
+        starts.append(z.detach().clamp(-1, 1))
+        with bound(energy, exp.initializer.condition):
+            samples.append(exp.sampler.run(energy, z).x.detach().clamp(-1, 1))
+    filled, proposals = torch.stack(samples), torch.stack(starts)
     nearest = train_x[:, :ct][torch.cdist(cond.flatten(1), train_x[:, ct:].flatten(1)).argmin(1)]
     mean = train_x[:, :ct].mean(0, keepdim=True).expand_as(truth)
 
@@ -192,12 +193,13 @@ def run_paired_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: 
         return {"psnr": psnr(truth, f), "ssim": ssim(truth, f)}
 
     if cooperative:
-        rows = {"cooperative ebm": score(filled), "cvae proposal": score(complete(0))}
+        rows = {"cooperative ebm": score(filled), "cvae proposal": score(proposals)}
     else:
         rows = {"ebm": score(filled), "mean fill": score(mean), "nearest-neighbour fill": score(nearest)}
     strip = ctx.out / "samples" / f"{cell.name}.png"
     n = min(s.show, truth.shape[0])
-    save_rows([torch.cat([cond[i : i + 1], filled[:, i], truth[i : i + 1]]).cpu() for i in range(n)], strip)
+    shown = torch.stack([proposals, filled], 1).flatten(0, 1) if cooperative else filled
+    save_rows([torch.cat([cond[i : i + 1], shown[:, i], truth[i : i + 1]]).cpu() for i in range(n)], strip)
     return {"scores": rows, "fit": fit, "n_test": int(truth.shape[0]), "strip": str(strip)}
 
 

@@ -195,11 +195,12 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     images = _inpaint_images(args.images, exp)[: args.n].to(args.device)
     height, width = images.shape[-2:]
     missing = _inpaint_masks(args.mask, exp, images.shape[0], height, width, args.seed).to(args.device)
-    filled = ebm_fill(exp.energy, exp.sampler, exp.initializer, images, missing, samples=args.samples, steps=args.steps)
+    filled, starts = ebm_fill(exp.energy, exp.sampler, exp.initializer, images, missing, samples=args.samples,
+                              steps=args.steps, return_starts=True)
     scores = {"ebm": inpainting_scores(images, filled, missing)}
-    if exp.initializer.optimizer_state_dict() is not None:  # a learnt proposal (conditional-vae): score it alone too
-        proposals = ebm_fill(exp.energy, exp.sampler, exp.initializer, images, missing, samples=args.samples, steps=0)
-        scores["proposal"] = inpainting_scores(images, proposals, missing)
+    learnt = exp.initializer.optimizer_state_dict() is not None
+    if learnt:  # a learnt proposal (conditional-vae): score the chain starts alone too
+        scores["proposal"] = inpainting_scores(images, starts, missing)
     if not args.no_baselines:  # both read the whole training set
         train = torch.stack([exp.dataset[i] for i in range(len(exp.dataset))]).to(args.device)
         scores["mean_fill"] = inpainting_scores(images, mean_fill(train, images, missing), missing)
@@ -207,13 +208,15 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     show = min(args.show, images.shape[0])
-    rows = [torch.cat([masked_view(images[i : i + 1], missing[i : i + 1]), filled[:, i], images[i : i + 1]]) for i in range(show)]
+    rows = [torch.cat([masked_view(images[i : i + 1], missing[i : i + 1]), *((starts[:1, i],) if learnt else ()),
+                       filled[:, i], images[i : i + 1]]) for i in range(show)]
     strip = save_rows(rows, out / "inpaint.png") if rows else None
     summary = {"checkpoint": str(exp.checkpoint.path), "iteration": exp.checkpoint.iteration, "images": args.images,
                "n": int(images.shape[0]), "mask": args.mask or "(the checkpoint's)", "samples": args.samples,
                "missing_fraction": float(missing.float().mean()), "scores": scores,
                "strip": str(strip) if strip else None,
-               "strip_layout": "one row per image: masked input (missing pixels grey), the samples, the truth"}
+               "strip_layout": "one row per image: masked input (missing pixels grey), "
+                               + ("the first sample's proposal, " if learnt else "") + "the samples, the truth"}
     (out / "scores.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
     return 0

@@ -28,15 +28,18 @@ from .metrics.image_quality import DATA_RANGE, psnr, ssim
 
 
 def ebm_fill(energy: ConditionalEnergy, sampler: Any, initializer: ConditionalInitializer, images: Tensor,
-             missing: Tensor, *, samples: int = 4, steps: int | None = None, batch_size: int = 256) -> Tensor:
+             missing: Tensor, *, samples: int = 4, steps: int | None = None, batch_size: int = 256,
+             return_starts: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """``samples`` completions of each image: ``(samples, N, C, H, W)``; the
-    observed pixels of every completion equal the input's."""
+    observed pixels of every completion equal the input's.  With
+    ``return_starts`` also the chain starts the completions grew from (a
+    learnt proposal's own guesses, e.g. a conditional VAE's), same shape."""
     if not isinstance(energy, ConditionalEnergy) or not isinstance(initializer, ConditionalInitializer):
         raise ConfigError(f"inpainting needs a conditional model (energy 'conditional-convnet', initializer 'masked'); "
                           f"this checkpoint has {type(energy).__name__} and {type(initializer).__name__}")
-    out = []
+    out, starts = [], []
     for _ in range(samples):
-        parts = []
+        parts, firsts = [], []
         for i in range(0, images.shape[0], batch_size):
             x, m = images[i : i + batch_size], missing[i : i + batch_size]
             z = initializer.start(x, m)
@@ -44,10 +47,12 @@ def ebm_fill(energy: ConditionalEnergy, sampler: Any, initializer: ConditionalIn
             if condition is None or condition.observed is None:
                 raise ConfigError(f"inpainting needs an initializer that keeps observed pixels (e.g. 'masked'), "
                                   f"not {type(initializer).__name__}")
+            firsts.append(condition.clamp(z.detach()))
             with bound(energy, condition):
                 parts.append(condition.clamp(sampler.run(energy, z, steps=steps).x.detach()))
         out.append(torch.cat(parts))
-    return torch.stack(out)
+        starts.append(torch.cat(firsts))
+    return (torch.stack(out), torch.stack(starts)) if return_starts else torch.stack(out)
 
 
 def mean_fill(train: Tensor, images: Tensor, missing: Tensor) -> Tensor:

@@ -216,14 +216,16 @@ def test_inpainting_suite_writes_its_table(tmp_path, capsys):
     from benchmarks.run import main
 
     out = tmp_path / "bench"
-    assert main(["inpainting", "--only", "centre", "--budget", "2", "--out", str(out), "--no-progress",
+    assert main(["inpainting", "--only", "centre,centre+cvae", "--budget", "2", "--out", str(out), "--no-progress",
                  "--set", "data.image_size=8", "--set", "n_test=12", "--set", "samples=1", "--set", "nf=8",
-                 "--set", "steps=3"]) == 0
+                 "--set", "steps=3", "--set", "vae.nf=4"]) == 0
     table = json.loads((out / "tables" / "inpainting.json").read_text())
-    assert [r["method"] for r in table["rows"]] == ["ebm", "mean fill", "nearest-neighbour fill"]
+    assert [r["method"] for r in table["rows"]] == ["ebm", "mean fill", "nearest-neighbour fill", "cooperative ebm",
+                                                    "cvae proposal"]
     assert all(0 < r["PSNR"] < 100 and -1 <= r["SSIM"] <= 1 for r in table["rows"])
-    assert (out / "tables" / "inpainting.csv").is_file() and (out / "samples" / "centre.png").is_file()
-    assert "| centre (25% missing) | ebm |" in (out / "tables.md").read_text()
+    assert (out / "tables" / "inpainting.csv").is_file() and (out / "samples" / "centre+cvae.png").is_file()
+    md = (out / "tables.md").read_text()
+    assert "| centre (25% missing) | ebm |" in md and "| centre (25% missing) | cooperative ebm |" in md
     assert main(["inpainting", "--only", "nope", "--out", str(out)]) == 2
 
 
@@ -234,3 +236,20 @@ def test_inpaint_preset_is_valid_and_conditional():
     assert "digits-inpaint-cpu" in preset_names()
     cfg = load_config(resolve_config_path("digits-inpaint-cpu"))
     assert (cfg.energy.name, cfg.initializer.name, cfg.sampler.name) == ("conditional-convnet", "masked", "clamped")
+
+
+@pytest.mark.slow
+def test_inpainting_suite_paired_cells(tmp_path, capsys):
+    """The facades-style cells (plain and cooperative) on tiny generated pairs."""
+    from benchmarks.run import main
+
+    _paired_folders(tmp_path / "pairs", n_train=16, n_test=4)
+    out = tmp_path / "bench"
+    assert main(["inpainting", "--only", "paired,paired+cvae", "--budget", "2", "--out", str(out), "--no-progress",
+                 "--set", f"paired_root={tmp_path / 'pairs'}", "--set", "paired.image_size=8", "--set", "samples=1",
+                 "--set", "nf=8", "--set", "steps=3", "--set", "vae.nf=4", "--set", "batch_size=8"]) == 0
+    rows = json.loads((out / "tables" / "inpainting.json").read_text())["rows"]
+    assert [(r["task"], r["method"]) for r in rows] == [("paired", m) for m in
+                                                        ("ebm", "mean fill", "nearest-neighbour fill", "cooperative ebm",
+                                                         "cvae proposal")]
+    assert all(0 < r["PSNR"] < 100 for r in rows) and (out / "samples" / "paired+cvae.png").is_file()
