@@ -24,35 +24,28 @@ that its output lines up with the observed pixels it has to continue.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator
 from torch import Tensor, nn
 
 import ebmkit
 from ebmkit import BuildContext
 from ebmkit.conditional import Condition, ConditionalInitializer
-from ebmkit.distributed import average_gradients
 from ebmkit.errors import ConfigError
 from ebmkit.interfaces import component_spec
-from ebmkit_plugins.vae_initializer import halvings
+from ebmkit_plugins.vae_initializer import VAELearningParams, elbo_terms, fit, halvings
 
 
-class ConditionalVAEParams(ebmkit.Params):
+class ConditionalVAEParams(VAELearningParams):
     condition: dict[str, Any] = Field(
         default_factory=lambda: {"name": "masked"},
         description="the conditional initializer that draws y: {name = 'masked', mask = {name = 'centre'}} "
                     "or {name = 'paired', target_channels = 3}")
     latent_dim: PositiveInt = Field(16, description="size of z ~ N(0, I)")
     nf: PositiveInt = Field(32, description="base width of the encoder and the U-Net generator")
-    batch_norm: bool = Field(True, description="batch norm in the generator's decoder half")
-    kl_weight: float = Field(1.0, ge=0.0, description="gamma, the weight of the KL term (1: the exact negative ELBO)")
-    decoder_sd: PositiveFloat = Field(0.1, description="sd of the Gaussian decoder p(x | z, y)")
-    lr: PositiveFloat = Field(2e-4, description="Adam learning rate of the cVAE")
-    betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas of the cVAE")
-    updates: PositiveInt = Field(1, description="cVAE steps on each batch of revised samples")
+    batch_norm: bool = Field(True, description="batch norm in the generator's up path")
 
     @field_validator("condition", mode="before")
     @classmethod
@@ -191,11 +184,7 @@ class ConditionalVAEInit(ConditionalInitializer):
         mu, logvar = self.vae.encode(x, y)
         eps = torch.randn_like(mu) if eps is None else eps
         x_hat = self.vae.decode(mu + (0.5 * logvar).exp() * eps, y)
-        d = x[0].numel()
-        sq = (x - x_hat).pow(2).flatten(1).sum(1)
-        recon = sq / (2 * self.decoder_sd**2) + 0.5 * d * math.log(2 * math.pi * self.decoder_sd**2)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-        return {"loss": (recon + self.kl_weight * kl).mean(), "recon": recon, "kl": kl, "mse": sq / d}
+        return elbo_terms(x, x_hat, mu, logvar, self.decoder_sd, self.kl_weight)
 
     def negative_elbo(self, x: Tensor, y: Tensor, eps: Tensor | None = None) -> Tensor:
         """Per-sample -log p(x | y) bound (KL weight 1), a single-sample estimate."""
@@ -210,14 +199,7 @@ class ConditionalVAEInit(ConditionalInitializer):
             raise ConfigError(f"initializer 'conditional-vae': update() got {samples.shape[0]} revised samples but holds "
                               f"{got}; call sample() (or start()) for the same batch first")
         x, y = samples.detach(), cond.tensor.detach()
-        with torch.enable_grad():
-            for _ in range(self.updates):
-                terms = self.loss_terms(x, y)
-                self.optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                average_gradients(self.vae)
-                self.optimizer.step()
-        return {"vae_loss": terms["loss"].item(), "vae_kl": terms["kl"].mean().item(), "vae_mse": terms["mse"].mean().item()}
+        return fit(self.vae, self.optimizer, lambda: self.loss_terms(x, y), self.updates)
 
     def optimizer_state_dict(self) -> dict:
         return self.optimizer.state_dict()

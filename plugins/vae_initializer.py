@@ -23,6 +23,7 @@ saved in the trainer's checkpoint (:meth:`optimizer_state_dict`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -34,17 +35,47 @@ from ebmkit import BuildContext, InitialDistribution
 from ebmkit.distributed import average_gradients
 
 
-class VAEParams(ebmkit.Params):
-    latent_dim: PositiveInt = Field(64, description="size of z ~ N(0, I)")
-    nf: PositiveInt = Field(32, description="base width of the conv encoder / decoder")
-    hidden: PositiveInt = Field(256, description="width of the MLP encoder / decoder (vector data)")
-    arch: Literal["auto", "conv", "mlp"] = Field("auto", description="auto: conv for images (C, H, W), mlp for vectors")
-    batch_norm: bool = Field(True, description="batch norm in the conv decoder (DCGAN-style; keeps proposals diverse)")
+class VAELearningParams(ebmkit.Params):
+    """How a VAE proposal learns from the revised samples (shared by ``vae`` and ``conditional-vae``)."""
+
     kl_weight: float = Field(1.0, ge=0.0, description="gamma, the weight of the KL term (1: the exact negative ELBO)")
     decoder_sd: PositiveFloat = Field(0.1, description="sd of the Gaussian decoder p(x|z); smaller weighs reconstruction more")
     lr: PositiveFloat = Field(2e-4, description="Adam learning rate of the VAE")
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas of the VAE")
     updates: PositiveInt = Field(1, description="VAE steps on each batch of revised samples")
+
+
+class VAEParams(VAELearningParams):
+    latent_dim: PositiveInt = Field(64, description="size of z ~ N(0, I)")
+    nf: PositiveInt = Field(32, description="base width of the conv encoder / decoder")
+    hidden: PositiveInt = Field(256, description="width of the MLP encoder / decoder (vector data)")
+    arch: Literal["auto", "conv", "mlp"] = Field("auto", description="auto: conv for images (C, H, W), mlp for vectors")
+    batch_norm: bool = Field(True, description="batch norm in the conv decoder (DCGAN-style; keeps proposals diverse)")
+
+
+def elbo_terms(x: Tensor, x_hat: Tensor, mu: Tensor, logvar: Tensor, decoder_sd: float, kl_weight: float) -> dict[str, Tensor]:
+    """Per-sample Gaussian reconstruction NLL ``recon`` (decoder sd ``decoder_sd``)
+    and ``kl`` = KL(N(mu, e^logvar) || N(0, I)), the per-pixel ``mse``, and the
+    batch ``loss`` = mean(recon + kl_weight * kl)."""
+    d = x[0].numel()
+    sq = (x - x_hat).pow(2).flatten(1).sum(1)
+    recon = sq / (2 * decoder_sd**2) + 0.5 * d * math.log(2 * math.pi * decoder_sd**2)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    return {"loss": (recon + kl_weight * kl).mean(), "recon": recon, "kl": kl, "mse": sq / d}
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_terms: Callable[[], dict[str, Tensor]],
+        updates: int) -> dict[str, float]:
+    """``updates`` optimiser steps on ``loss_terms()["loss"]`` (gradients averaged
+    over processes in a data-parallel run); the last step's numbers for the log."""
+    with torch.enable_grad():
+        for _ in range(updates):
+            terms = loss_terms()
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            average_gradients(model)
+            optimizer.step()
+    return {"vae_loss": terms["loss"].item(), "vae_kl": terms["kl"].mean().item(), "vae_mse": terms["mse"].mean().item()}
 
 
 def halvings(h: int, w: int) -> int:
@@ -161,11 +192,7 @@ class VAEInitializer(InitialDistribution):
         mu, logvar = self.encode(x)
         eps = torch.randn_like(mu) if eps is None else eps
         x_hat = self.decode(mu + (0.5 * logvar).exp() * eps)
-        d = x[0].numel()
-        sq = (x - x_hat).pow(2).flatten(1).sum(1)
-        recon = sq / (2 * self.decoder_sd**2) + 0.5 * d * math.log(2 * math.pi * self.decoder_sd**2)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-        return {"loss": (recon + self.kl_weight * kl).mean(), "recon": recon, "kl": kl, "mse": sq / d}
+        return elbo_terms(x, x_hat, mu, logvar, self.decoder_sd, self.kl_weight)
 
     def negative_elbo(self, x: Tensor, eps: Tensor | None = None) -> Tensor:
         """Per-sample -ELBO (KL weight 1), a single-sample estimate."""
@@ -175,14 +202,7 @@ class VAEInitializer(InitialDistribution):
     def update(self, samples: Tensor) -> dict[str, float]:
         """Variational MCMC teaching: fit the VAE to the revised samples."""
         x = samples.detach()
-        with torch.enable_grad():
-            for _ in range(self.updates):
-                terms = self.loss_terms(x)
-                self.optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                average_gradients(self.vae)
-                self.optimizer.step()
-        return {"vae_loss": terms["loss"].item(), "vae_kl": terms["kl"].mean().item(), "vae_mse": terms["mse"].mean().item()}
+        return fit(self.vae, self.optimizer, lambda: self.loss_terms(x), self.updates)
 
     def optimizer_state_dict(self) -> dict:
         return self.optimizer.state_dict()
