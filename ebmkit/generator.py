@@ -357,5 +357,26 @@ class ShortRunGenerator:
             return self.initializer.sample(data.shape[0], data=data)
 
 
+    # -- 5. inpainting -------------------------------------------------------------------
+    def inpaint(self, images: Tensor, missing: Tensor, *, seeds: Sequence[int] = (0, 1, 2), steps: int | None = None) -> Tensor:
+        """Fill in the missing pixels once per seed with a conditional model
+        (``conditional-convnet`` + ``masked`` or ``conditional-vae``).
+
+        ``missing`` is bool ``(N, 1, H, W)`` (or ``(1, 1, H, W)`` for all), True
+        where a pixel is hidden.  Returns ``(len(seeds), N, *shape)``; observed
+        pixels come back exactly as given."""
+        from .inpainting import ebm_fill
+
+        data = self._check_images(images).to(self.device)
+        missing = torch.as_tensor(missing, device=self.device).bool()
+        if missing.dim() == 4 and missing.shape[0] == 1 and data.shape[0] > 1:
+            missing = missing.expand(data.shape[0], -1, -1, -1)
+        outs = []
+        for seed in seeds:
+            with seeded(seed, self.device):
+                outs.append(ebm_fill(self.energy, self.sampler, self.initializer, data, missing, samples=1, steps=steps)[0])
+        return torch.stack(outs)
+
+
 __all__ = ["ShortRunGenerator", "Reconstruction", "ReconstructParams", "interpolation_weights", "evenly_spaced_steps",
            "seeded"]

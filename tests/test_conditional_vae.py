@@ -153,6 +153,24 @@ def test_checkpoint_resume_and_inpaint_with_the_cooperative_model(tiny, tmp_path
     assert scores["proposal"] != scores["ebm"]  # K = 0 vs the revised chains
 
 
+def test_generator_inpaints_reproducibly_per_seed(tiny):
+    from ebmkit.generator import ShortRunGenerator
+
+    trainer = Trainer(build_experiment(_config(tiny, training={"iterations": 2})))
+    trainer.fit()
+    gen = ShortRunGenerator.from_checkpoint(trainer.run_dir)
+    x = _digits(6)
+    missing = create("mask", "centre", fraction=0.5).sample(1, 8, 8)
+    a = gen.inpaint(x, missing, seeds=[0, 1])
+    assert a.shape == (2, 6, 1, 8, 8)
+    assert torch.equal(a, gen.inpaint(x, missing, seeds=[0, 1]))  # a seed fixes z and the chain noise
+    assert not torch.equal(a[0], a[1])
+    observed = ~missing.expand_as(x)
+    assert torch.equal(a[:, observed], x[observed].expand(2, -1))
+    with pytest.raises(ConfigError, match="does not fit"):
+        gen.inpaint(x, torch.zeros(6, 1, 4, 4, dtype=torch.bool))
+
+
 def test_paired_condition(tmp_path, tiny):
     from test_conditional import _paired_folders
 
