@@ -356,7 +356,6 @@ class ShortRunGenerator:
         with seeded(0, self.device):
             return self.initializer.sample(data.shape[0], data=data)
 
-
     # -- 5. inpainting -------------------------------------------------------------------
     def inpaint(self, images: Tensor, missing: Tensor, *, seeds: Sequence[int] = (0, 1, 2), steps: int | None = None) -> Tensor:
         """Fill in the missing pixels once per seed with a conditional model
