@@ -138,11 +138,17 @@ class InitialDistribution(nn.Module, Component):
     def optimizer_state_dict(self) -> dict[str, Any] | None:
         """State of the initializer's own optimiser, for initializers that
         learn (a VAE proposal).  The trainer saves it in the checkpoint beside
-        its own optimiser and hands it back on resume.  ``None``: none."""
-        return None
+        its own optimiser and hands it back on resume.  By default: the state
+        of ``self.optimizer`` when that is a torch optimiser, else ``None``
+        (nothing to save), so an initializer that learns only sets ``self.optimizer``."""
+        opt = getattr(self, "optimizer", None)
+        return opt.state_dict() if isinstance(opt, torch.optim.Optimizer) else None
 
     def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`optimizer_state_dict` returned."""
+        opt = getattr(self, "optimizer", None)
+        if isinstance(opt, torch.optim.Optimizer):
+            opt.load_state_dict(state)
 
     @property
     def device(self) -> torch.device:

@@ -127,7 +127,8 @@ class ConditionalVAEInit(ConditionalInitializer):
         target, condition_channels = self._probe(source, self.shape)
         self.target_shape = target
         self.vae = ConditionalConvVAE(target, condition_channels, latent_dim, nf, batch_norm)
-        # Its own optimiser: the cVAE learns in update(), apart from the energy's optimiser.
+        # Its own optimiser: the cVAE learns in update(), apart from the energy's; as self.optimizer
+        # it is saved in checkpoints (InitialDistribution.optimizer_state_dict).
         self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=lr, betas=tuple(betas))
 
     @staticmethod
@@ -200,12 +201,6 @@ class ConditionalVAEInit(ConditionalInitializer):
                               f"{got}; call sample() (or start()) for the same batch first")
         x, y = samples.detach(), cond.tensor.detach()
         return fit(self.vae, self.optimizer, lambda: self.loss_terms(x, y), self.updates)
-
-    def optimizer_state_dict(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def load_optimizer_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
 
 
 @ebmkit.hookimpl

@@ -163,7 +163,8 @@ class VAEInitializer(InitialDistribution):
         if arch == "conv" and len(self.shape) != 3:
             raise ValueError(f"vae arch 'conv' needs image data (C, H, W), got shape {self.shape}; use arch = 'mlp'")
         self.vae = ConvVAE(self.shape, latent_dim, nf, batch_norm) if arch == "conv" else MLPVAE(self.shape, latent_dim, hidden)
-        # Its own optimiser: the VAE learns in update(), apart from the energy's optimiser.
+        # Its own optimiser: the VAE learns in update(), apart from the energy's; as self.optimizer
+        # it is saved in checkpoints (InitialDistribution.optimizer_state_dict).
         self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=lr, betas=tuple(betas))
 
     @classmethod
@@ -203,12 +204,6 @@ class VAEInitializer(InitialDistribution):
         """Variational MCMC teaching: fit the VAE to the revised samples."""
         x = samples.detach()
         return fit(self.vae, self.optimizer, lambda: self.loss_terms(x), self.updates)
-
-    def optimizer_state_dict(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def load_optimizer_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
 
 
 @ebmkit.hookimpl

@@ -242,3 +242,24 @@ def test_the_digits_preset_trains_and_samples_end_to_end(tmp_path, capsys):
     assert main(["cooperative-sample", str(run), "--out", str(tmp_path / "gen"), "--n", "4", "--pairs", "1",
                  "--points", "3", "--strip", "2"]) == 0
     assert (tmp_path / "gen" / "revision-strip.png").is_file()
+
+
+def test_an_initializer_keeping_an_optimizer_has_its_state_saved_by_default():
+    from torch import nn
+
+    from ebmkit import InitialDistribution, create_initializer
+
+    class Learner(InitialDistribution):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(3))
+            self.optimizer = torch.optim.Adam([self.w], lr=0.1)
+
+    a = Learner()
+    a.w.grad = torch.tensor([1.0, -2.0, 3.0])
+    a.optimizer.step()
+    state = a.optimizer_state_dict()
+    b = Learner()
+    b.load_optimizer_state_dict(state)
+    assert torch.allclose(b.optimizer.state_dict()["state"][0]["exp_avg"], torch.tensor([0.1, -0.2, 0.3]))  # (1 - beta1) g
+    assert create_initializer("uniform", (2,)).optimizer_state_dict() is None
