@@ -266,6 +266,20 @@ def average_gradients(module: nn.Module) -> None:
             p.grad /= dist.get_world_size()
 
 
+def average_buffers(module: nn.Module) -> None:
+    """Average ``module``'s floating-point buffers over processes, in place
+    (batch-norm running statistics of a model outside DDP, which would
+    otherwise drift apart: each process sees its own batches).  A no-op in a
+    single process."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for b in module.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b)
+            b /= dist.get_world_size()
+
+
 # -- learning rate -----------------------------------------------------------------------------
 
 

@@ -292,13 +292,21 @@ class Trainer:
 
     def write_samples(self, name: str) -> Path | None:
         """A grid from the same chain starts every time (a fixed seed, on a
-        forked RNG so that the training stream is unaffected)."""
+        forked RNG so that the training stream is unaffected).  The initializer
+        draws in eval mode, as a loaded checkpoint does: a grid is an
+        observation, and a train-mode draw would move a VAE proposal's
+        batch-norm statistics (on the main process only)."""
         if not self.is_main or len(self.experiment.shape) != 3:
             return None
         devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.config.training.seed + 7)
-            samples = self.sample(self.config.output.grid_size)
+        was_training = self.initializer.training
+        self.initializer.eval()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.config.training.seed + 7)
+                samples = self.sample(self.config.output.grid_size)
+        finally:
+            self.initializer.train(was_training)
         with _writing(self.run_dir / "samples" / name):
             return save_grid(samples, self.run_dir / "samples" / name)
 

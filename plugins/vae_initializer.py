@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 import ebmkit
 from ebmkit import BuildContext, InitialDistribution
-from ebmkit.distributed import average_gradients
+from ebmkit.distributed import average_buffers, average_gradients
 
 
 class VAELearningParams(ebmkit.Params):
@@ -66,8 +66,10 @@ def elbo_terms(x: Tensor, x_hat: Tensor, mu: Tensor, logvar: Tensor, decoder_sd:
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_terms: Callable[[], dict[str, Tensor]],
         updates: int) -> dict[str, float]:
-    """``updates`` optimiser steps on ``loss_terms()["loss"]`` (gradients averaged
-    over processes in a data-parallel run); the last step's numbers for the log."""
+    """``updates`` optimiser steps on ``loss_terms()["loss"]``; the last step's
+    numbers for the log.  In a data-parallel run the gradients, and afterwards
+    the batch-norm statistics, are averaged over processes, so every process
+    keeps the same model."""
     with torch.enable_grad():
         for _ in range(updates):
             terms = loss_terms()
@@ -75,6 +77,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_terms: Callable
             terms["loss"].backward()
             average_gradients(model)
             optimizer.step()
+    average_buffers(model)
     return {"vae_loss": terms["loss"].item(), "vae_kl": terms["kl"].mean().item(), "vae_mse": terms["mse"].mean().item()}
 
 

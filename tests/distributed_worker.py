@@ -127,6 +127,17 @@ def run(out: Path) -> None:
         results["mismatch"] = str(exc)
     (out / f"helpers-rank{rank}.json").write_text(json.dumps(results))
 
+    # H: learning initializers (VAE proposals) keep one model across processes;
+    # the last job skips the averaging, to show that the check can fail.
+    for job in ("coop_vae", "coop_cvae", "coop_vae_unaveraged"):
+        t = trainer(jobs[job], reg)
+        if job.endswith("unaveraged"):
+            import ebmkit_plugins.vae_initializer as vae
+
+            vae.average_gradients = vae.average_buffers = lambda module: None
+        t.fit()
+        torch.save(t.initializer.state_dict(), out / f"{job}-rank{rank}.pt")
+
 
 if __name__ == "__main__":
     run(Path(sys.argv[1]))

@@ -263,3 +263,13 @@ def test_an_initializer_keeping_an_optimizer_has_its_state_saved_by_default():
     b.load_optimizer_state_dict(state)
     assert torch.allclose(b.optimizer.state_dict()["state"][0]["exp_avg"], torch.tensor([0.1, -0.2, 0.3]))  # (1 - beta1) g
     assert create_initializer("uniform", (2,)).optimizer_state_dict() is None
+
+
+def test_writing_a_grid_leaves_the_vae_untouched(tiny):
+    """A grid is an observation: drawing it must not move the proposal's batch-norm statistics."""
+    trainer = _trainer(tiny)
+    trainer.step(_batch(trainer))
+    before = {k: v.clone() for k, v in trainer.initializer.state_dict().items()}
+    assert trainer.write_samples("grid.png").is_file()
+    after = trainer.initializer.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and trainer.initializer.training

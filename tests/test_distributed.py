@@ -81,6 +81,15 @@ def test_two_processes_equal_one_with_twice_the_batch_shard_the_bank_and_resume(
         "bank_resumed": cfg("resumed", iterations=4, every=2, **bank),
         "from_one": cfg("from-one", iterations=4, every=2, **bank),
         "sample_checkpoint": str(tmp_path / "plain"),
+        "coop_vae": cfg("coop-vae", iterations=2, initializer={"name": "vae", "latent_dim": 4, "nf": 4, "lr": 1e-2},
+                        sampler={"name": "langevin", "steps": 3}),
+        "coop_vae_unaveraged": cfg("coop-vae-unaveraged", iterations=2,
+                                   initializer={"name": "vae", "latent_dim": 4, "nf": 4, "lr": 1e-2},
+                                   sampler={"name": "langevin", "steps": 3}),
+        "coop_cvae": cfg("coop-cvae", iterations=2, energy={"name": "conditional-convnet", "nf": 8},
+                         initializer={"name": "conditional-vae", "condition": {"name": "masked", "mask": "centre"},
+                                      "latent_dim": 4, "nf": 4, "lr": 1e-2},
+                         sampler={"name": "clamped", "inner": {"name": "langevin", "steps": 3}}),
     }
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
 
@@ -152,6 +161,14 @@ def test_two_processes_equal_one_with_twice_the_batch_shard_the_bank_and_resume(
         assert h["uneven"] == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
         assert h["one_batch"] == [0, 10, 20]
         assert "processes logged different numbers" in h["mismatch"]
+
+    # 9. A VAE proposal (plain and conditional) learns the same on every process: gradients and
+    #    batch-norm statistics are averaged; without that the two copies drift apart.
+    for job in ("coop_vae", "coop_cvae", "coop_vae_unaveraged"):
+        r0, r1 = (torch.load(tmp_path / f"{job}-rank{r}.pt") for r in (0, 1))
+        assert r0.keys() == r1.keys() and any("running_mean" in k for k in r0)
+        same = all(torch.equal(r0[k], r1[k]) for k in r0)
+        assert same == (job != "coop_vae_unaveraged"), job
 
 
 def test_single_process_helpers_are_plain():
