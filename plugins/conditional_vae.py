@@ -35,7 +35,7 @@ from ebmkit import BuildContext
 from ebmkit.conditional import Condition, ConditionalInitializer
 from ebmkit.errors import ConfigError
 from ebmkit.interfaces import component_spec
-from ebmkit_plugins.vae_initializer import VAELearningParams, elbo_terms, fit, halvings
+from ebmkit_plugins.vae_initializer import KLWarmup, VAELearningParams, elbo_terms, fit, halvings
 
 
 class ConditionalVAEParams(VAELearningParams):
@@ -108,14 +108,14 @@ class ConditionalConvVAE(nn.Module):
         return self.out(h)
 
 
-class ConditionalVAEInit(ConditionalInitializer):
+class ConditionalVAEInit(KLWarmup, ConditionalInitializer):
     """Conditional VAE proposal g(z, y) (inpainting, paired data), learnt from the revised samples."""
 
     Params = ConditionalVAEParams
 
     def __init__(self, shape: tuple[int, ...], source: ConditionalInitializer, latent_dim: int = 16, nf: int = 32,
                  batch_norm: bool = True, kl_weight: float = 1.0, decoder_sd: float = 0.1, lr: float = 2e-4,
-                 betas: tuple[float, float] = (0.5, 0.999), updates: int = 1):
+                 betas: tuple[float, float] = (0.5, 0.999), updates: int = 1, kl_warmup: int = 0):
         super().__init__()
         if not isinstance(source, ConditionalInitializer):
             raise ConfigError(f"initializer 'conditional-vae': condition must be a conditional initializer such as "
@@ -124,6 +124,7 @@ class ConditionalVAEInit(ConditionalInitializer):
             raise ConfigError(f"initializer 'conditional-vae' needs images (C, H, W), got data shape {tuple(shape)}")
         self.shape, self.source, self.latent_dim = tuple(shape), source, latent_dim
         self.kl_weight, self.decoder_sd, self.updates = kl_weight, decoder_sd, updates
+        self.kl_target, self.kl_warmup = kl_weight, kl_warmup
         target, condition_channels = self._probe(source, self.shape)
         self.target_shape = target
         self.vae = ConditionalConvVAE(target, condition_channels, latent_dim, nf, batch_norm)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 import ebmkit
@@ -39,6 +39,8 @@ class VAELearningParams(ebmkit.Params):
     """How a VAE proposal learns from the revised samples (shared by ``vae`` and ``conditional-vae``)."""
 
     kl_weight: float = Field(1.0, ge=0.0, description="gamma, the weight of the KL term (1: the exact negative ELBO)")
+    kl_warmup: NonNegativeInt = Field(0, description="iterations over which gamma rises linearly from 0 to kl_weight "
+                                                     "(KL annealing, against a decoder that ignores z; 0: no warm-up)")
     decoder_sd: PositiveFloat = Field(0.1, description="sd of the Gaussian decoder p(x|z); smaller weighs reconstruction more")
     lr: PositiveFloat = Field(2e-4, description="Adam learning rate of the VAE")
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas of the VAE")
@@ -51,6 +53,21 @@ class VAEParams(VAELearningParams):
     hidden: PositiveInt = Field(256, description="width of the MLP encoder / decoder (vector data)")
     arch: Literal["auto", "conv", "mlp"] = Field("auto", description="auto: conv for images (C, H, W), mlp for vectors")
     batch_norm: bool = Field(True, description="batch norm in the conv decoder (DCGAN-style; keeps proposals diverse)")
+
+
+class KLWarmup:
+    """gamma = kl_weight * min(1, (iteration + 1) / kl_warmup), set by the
+    trainer before each iteration (so a resumed run continues the ramp)."""
+
+    kl_target: float
+    kl_warmup: int
+    kl_weight: float
+
+    def set_progress(self, iteration: int, total: int) -> dict[str, float]:
+        if not self.kl_warmup:
+            return {}
+        self.kl_weight = self.kl_target * min(1.0, (iteration + 1) / self.kl_warmup)
+        return {"vae_kl_weight": self.kl_weight}
 
 
 def elbo_terms(x: Tensor, x_hat: Tensor, mu: Tensor, logvar: Tensor, decoder_sd: float, kl_weight: float) -> dict[str, Tensor]:
@@ -150,17 +167,18 @@ class MLPVAE(nn.Module):
         return self.decoder(z).view(z.shape[0], *self.shape)
 
 
-class VAEInitializer(InitialDistribution):
+class VAEInitializer(KLWarmup, InitialDistribution):
     """VAE proposal g_alpha(z), z ~ N(0, I), learnt from the revised samples."""
 
     Params = VAEParams
 
     def __init__(self, shape: tuple[int, ...], latent_dim: int = 64, nf: int = 32, hidden: int = 256,
                  arch: str = "auto", batch_norm: bool = True, kl_weight: float = 1.0, decoder_sd: float = 0.1, lr: float = 2e-4,
-                 betas: tuple[float, float] = (0.5, 0.999), updates: int = 1):
+                 betas: tuple[float, float] = (0.5, 0.999), updates: int = 1, kl_warmup: int = 0):
         super().__init__()
         self.shape, self.latent_dim = tuple(shape), latent_dim
         self.kl_weight, self.decoder_sd, self.updates = kl_weight, decoder_sd, updates
+        self.kl_target, self.kl_warmup = kl_weight, kl_warmup
         if arch == "auto":
             arch = "conv" if len(self.shape) == 3 else "mlp"
         if arch == "conv" and len(self.shape) != 3:

@@ -23,8 +23,8 @@ def _cvae(shape=(1, 8, 8), **kw):
     return create_initializer("conditional-vae", shape, **{**{k: v for k, v in CVAE.items() if k != "name"}, **kw})
 
 
-def _config(tiny, **sections):
-    cfg = tiny(energy={"name": "conditional-convnet", "nf": 8}, initializer=CVAE, **sections)
+def _config(tiny, initializer=CVAE, **sections):
+    cfg = tiny(energy={"name": "conditional-convnet", "nf": 8}, initializer=initializer, **sections)
     cfg["sampler"] = {"name": "clamped", "inner": {"name": "langevin", "steps": 3, "step_size": 1.0, "noise": 0.01}}
     return parse_config(cfg)
 
@@ -218,3 +218,24 @@ def test_short_cooperative_run_beats_mean_fill(tiny):
     mean = missing_psnr(x, mean_fill(exp.dataset.data, x, missing), missing)
     result = json.dumps({"revised": revised, "proposal": proposal, "mean": mean})
     assert revised > mean + 0.3 and proposal > mean + 0.3, result
+
+
+def test_kl_warmup_ramps_gamma_and_the_loss_uses_it(tiny):
+    init = _cvae(kl_weight=0.5, kl_warmup=4)
+    assert [init.set_progress(i, 100)["vae_kl_weight"] for i in (0, 1, 3, 10)] == [0.125, 0.25, 0.5, 0.5]
+    x = _digits(4)
+    init.sample(4, data=x)
+    y, eps = init.condition.tensor, torch.randn(4, 4)
+    init.set_progress(0, 100)
+    with torch.no_grad():
+        t = init.loss_terms(x, y, eps)
+    assert t["loss"].item() == pytest.approx((t["recon"] + 0.125 * t["kl"]).mean().item(), rel=1e-6)
+    assert _cvae().set_progress(0, 100) == {}  # no warm-up: nothing changes, nothing logged
+    # through the trainer: the weight is logged per iteration, and a resumed run continues the ramp
+    warm = {**CVAE, "kl_weight": 1.0, "kl_warmup": 8}
+    trainer = Trainer(build_experiment(_config(tiny, initializer=warm, training={"iterations": 3})))
+    trainer.fit()
+    Trainer(build_experiment(_config(tiny, initializer=warm, training={"iterations": 5}))).fit(resume=True)
+    rows = (trainer.run_dir / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("vae_kl_weight")
+    assert [float(r.split(",")[column]) for r in rows[1:]] == [0.125, 0.25, 0.375, 0.5, 0.625]
