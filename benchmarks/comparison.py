@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ebmkit.errors import ConfigError, DataError, EbmkitError
 from ebmkit.images import save_grid, save_rows
 
-from .harness import Budget, Cell, RunContext, Table, run_metadata, write_report
+from .harness import Budget, Cell, RunContext, Table, run_metadata, settings_with_overrides, write_report
 from .suites import SuiteArgs, register_suite
 
 TABLES = ("table1", "table2", "table3", "table4", "table5", "speed")
@@ -426,7 +426,7 @@ def run_comparison(s: ComparisonSettings, args: SuiteArgs) -> int:
         if item not in TABLES + METHODS:
             raise ConfigError(f"--only '{item}': choose from tables {', '.join(TABLES)} or methods {', '.join(METHODS)}")
     if args.overrides:
-        s = apply_settings_overrides(s, args.overrides)
+        s = settings_with_overrides(s, args.overrides)
     budget = Budget.parse(args.budget or s.budget)
     ablation_budget = budget if (args.budget or not s.ablation_budget) else Budget.parse(s.ablation_budget)
     if args.budget and s.ablation_budget:  # keep the suite's ratio between the two budgets
@@ -457,20 +457,6 @@ def run_comparison(s: ComparisonSettings, args: SuiteArgs) -> int:
     print("\n" + md)
     ctx.log(f"tables: {args.out / 'tables.md'} (CSV, JSON and plots in {args.out / 'tables'}; sample grids in {args.out / 'samples'})")
     return 0
-
-
-def apply_settings_overrides(s: ComparisonSettings, overrides: list[str]) -> ComparisonSettings:
-    """``--set key=value`` (dotted keys, TOML values) on the suite's settings."""
-    from pydantic import ValidationError
-
-    from ebmkit.config import apply_overrides
-    from ebmkit.errors import format_validation_error
-
-    data = apply_overrides(s.model_dump(), list(overrides))
-    try:
-        return ComparisonSettings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError("--set: " + format_validation_error(exc, model=ComparisonSettings)) from None
 
 
 def _ratio(s: ComparisonSettings) -> float:

@@ -22,9 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from ebmkit.errors import ConfigError
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 # -- budgets ----------------------------------------------------------------------------
 
@@ -78,6 +82,21 @@ class Budget:
 
 
 # -- resumable cells ---------------------------------------------------------------------
+
+
+def settings_with_overrides(settings: SettingsT, overrides: list[str]) -> SettingsT:
+    """A suite's settings with ``--set key=value`` applied (dotted keys, TOML
+    values), validated by the settings' own model; a bad value names the field."""
+    from pydantic import ValidationError
+
+    from ebmkit.config import apply_overrides
+    from ebmkit.errors import format_validation_error
+
+    model = type(settings)
+    try:
+        return model.model_validate(apply_overrides(settings.model_dump(), list(overrides)))
+    except ValidationError as exc:
+        raise ConfigError("--set: " + format_validation_error(exc, model=model)) from None
 
 
 def spec_id(spec: dict[str, Any]) -> str:

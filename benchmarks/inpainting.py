@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ebmkit.errors import ConfigError
 
-from .harness import Budget, Cell, RunContext, Table, run_metadata, write_json
+from .harness import Budget, Cell, RunContext, Table, run_metadata, settings_with_overrides, write_json
 from .suites import SuiteArgs, register_suite
 
 
@@ -266,17 +266,7 @@ def build_table(s: InpaintingSettings, cells: list[Cell], results: dict[str, dic
 
 @register_suite("inpainting", help="conditional EBM, plain and cooperative (cVAE proposals), vs mean / nearest-neighbour fill on digits (PSNR, SSIM); ~5 CPU minutes per cell")
 def run(args: SuiteArgs) -> int:
-    from pydantic import ValidationError
-
-    from ebmkit.config import apply_overrides
-    from ebmkit.errors import format_validation_error
-
-    s = DEFAULT
-    if args.overrides:
-        try:
-            s = InpaintingSettings.model_validate(apply_overrides(s.model_dump(), list(args.overrides)))
-        except ValidationError as exc:
-            raise ConfigError("--set: " + format_validation_error(exc, model=InpaintingSettings)) from None
+    s = settings_with_overrides(DEFAULT, args.overrides) if args.overrides else DEFAULT
     if args.seed != s.seed:
         s = s.model_copy(update={"seed": args.seed})
     if s.paired_root and not Path(s.paired_root).expanduser().is_dir():

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ebmkit.errors import ConfigError, DivergenceError
 
-from .harness import Budget, Cell, RunContext, Table, run_metadata, write_report
+from .harness import Budget, Cell, RunContext, Table, run_metadata, settings_with_overrides, write_report
 from .suites import SuiteArgs, register_suite
 
 STABILISERS: dict[str, dict[str, dict[str, Any]]] = {
@@ -189,25 +189,12 @@ def plot_grid(s: StabilitySettings, cells: list[Cell], results: dict[str, dict[s
     return plot
 
 
-def apply_settings_overrides(s: StabilitySettings, overrides: list[str]) -> StabilitySettings:
-    from pydantic import ValidationError
-
-    from ebmkit.config import apply_overrides
-    from ebmkit.errors import format_validation_error
-
-    data = apply_overrides(s.model_dump(), list(overrides))
-    try:
-        return StabilitySettings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError("--set: " + format_validation_error(exc, model=StabilitySettings)) from None
-
-
 def run_stability(s: StabilitySettings, args: SuiteArgs) -> int:
     """Plan, run (resuming), tabulate, print and save one sweep."""
     from .comparison import resolve_device
 
     if args.overrides:
-        s = apply_settings_overrides(s, args.overrides)
+        s = settings_with_overrides(s, args.overrides)
     if s.seed != args.seed:
         s = s.model_copy(update={"seed": args.seed})
     if args.only:

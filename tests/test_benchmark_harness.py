@@ -108,3 +108,15 @@ def test_paper_suite_says_what_is_missing_and_exits_non_zero(tmp_path, capsys, m
     out = capsys.readouterr().out
     assert code == 2
     assert "cifar10" in out and "celeba" in out and "EBMKIT_LSUN_BEDROOM" in out and "GPU" in out
+
+
+def test_suite_settings_take_set_overrides_and_name_a_bad_field():
+    from benchmarks.harness import settings_with_overrides
+    from benchmarks.inpainting import DEFAULT
+
+    s = settings_with_overrides(DEFAULT, ["vae.nf=4", "samples=2"])
+    assert type(s) is type(DEFAULT) and s.vae["nf"] == 4 and s.samples == 2 and DEFAULT.samples == 4
+    with pytest.raises(ConfigError, match=r"--set: .*samples"):
+        settings_with_overrides(DEFAULT, ["samples='many'"])
+    with pytest.raises(ConfigError, match=r"--set: .*nope"):
+        settings_with_overrides(DEFAULT, ["nope=1"])
