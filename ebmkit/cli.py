@@ -255,10 +255,9 @@ def _inpaint_images(source: str, exp):
 
 def _inpaint_masks(spec: str | None, exp, n: int, height: int, width: int, seed: int):
     """--mask NAME[:key=value,...] (a registered mask generator), a mask file, or the checkpoint's own generator."""
-    import tomllib
-
     import torch
 
+    from .config import parse_value
     from .errors import ConfigError
     from .inpainting import load_mask_file
     from .registry import default_registry
@@ -275,10 +274,7 @@ def _inpaint_masks(spec: str | None, exp, n: int, height: int, width: int, seed:
             key, eq, raw = item.partition("=")
             if not eq:
                 raise ConfigError(f"--mask {spec}: write parameters as key=value, e.g. centre:fraction=0.5")
-            try:
-                params[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-            except tomllib.TOMLDecodeError:
-                params[key.strip()] = raw
+            params[key.strip()] = parse_value(raw)
         generator = default_registry().build("mask", name.strip(), params, where="--mask")
     else:
         generator = getattr(exp.initializer, "masks", None)

@@ -164,6 +164,8 @@ class DiagnosticsConfig(_Strict):
     resolution: PositiveInt = Field(100, description="2-D data: grid cells per side")
     mmd_bandwidth: PositiveFloat = Field(0.1, description="2-D data: gaussian-kernel bandwidth of the MMD")
     kde_bandwidth: PositiveFloat = Field(0.05, description="2-D data: bandwidth of the samples' KDE")
+
+
 class PerformanceConfig(_Strict):
     """Speed settings of the run (``[performance]``; docs/performance.md).
     The sampler's fast path is the sampler's ``fast`` / ``channels_last``;
@@ -244,16 +246,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     raise ConfigError(f"{path}: unknown config format '{suffix}'; use .toml, .yaml/.yml or .json")
 
 
+def parse_value(raw: str) -> Any:
+    """A value given on the command line: parsed as TOML (``0.5``, ``true``,
+    ``[1, 2]``, ``'text'``), else kept as the plain string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (value parsed as TOML, else a string)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")
         key, raw = item.split("=", 1)
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
+        value = parse_value(raw)
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:

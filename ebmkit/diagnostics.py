@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import DiagnosticsConfig
+from .images import save_figure
+from .sampling import input_gradient, seeded
 from .trainer import Callback, MetricsLog
 
 if TYPE_CHECKING:
@@ -48,11 +50,8 @@ def energy_difference(energy: nn.Module, data: Tensor, samples: Tensor, scale: f
 
 
 def per_sample_grad_norm(energy: nn.Module, x: Tensor) -> Tensor:
-    """||grad_x U(x)|| for each sample of ``x`` (B,)."""
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (g,) = torch.autograd.grad(energy(x).sum(), x)
-    return g.flatten(1).norm(dim=1)
+    """||grad_x U(x)|| for each sample of ``x`` (B,), by plain autograd."""
+    return input_gradient(energy, x, fast=False)(x).flatten(1).norm(dim=1)
 
 
 def gradient_magnitude(step: float, grad_norm: Tensor) -> float:
@@ -116,11 +115,7 @@ def plot_diagnostics(columns: dict[str, np.ndarray], path: Path, *, max_lag: int
         ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # -- the callback ---------------------------------------------------------------------------
@@ -191,9 +186,7 @@ class Diagnostics(Callback):
 
     def _forked(self, trainer: "Trainer", fn):
         """Run ``fn`` on a forked RNG so that the training stream is unaffected."""
-        devices = [trainer.accelerator.device] if trainer.accelerator.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(trainer.config.training.seed + 11 + trainer.iteration)
+        with seeded(trainer.config.training.seed + 11 + trainer.iteration, trainer.accelerator.device):
             return fn()
 
     def long_run(self, trainer: "Trainer") -> Path | None:

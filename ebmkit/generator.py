@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .errors import ConfigError, DataError, format_validation_error
 from .interfaces import InitialDistribution, Params, Sampler
-from .sampling import frozen
+from .sampling import frozen, seeded
 
 
 class ReconstructParams(Params):
@@ -85,18 +84,6 @@ class Reconstruction:
     losses: list[float]
     path: dict[int, Tensor] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-@contextmanager
-def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Draw from torch's RNG under ``seed`` without disturbing the caller's stream."""
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def interpolation_weights(rhos: Sequence[float]) -> list[tuple[float, float]]:

@@ -34,6 +34,18 @@ def save_rows(rows: list[Tensor], path: str | Path, padding: int = 2) -> Path:
     return save_grid(torch.cat(rows), path, nrow=m, padding=padding)
 
 
+def save_figure(fig, path: str | Path, dpi: int = 72) -> Path:
+    """Lay out, write and close a matplotlib figure (its folder made as needed)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def grid_array(images: Tensor, nrow: int | None = None) -> Tensor:
     """The grid as an (H, W, C) float array in [0, 1], for matplotlib."""
     nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from .images import save_figure
 from .metrics.toy import energy_log_density, grid, kde_log_density, normalise_on_grid
 
 
@@ -58,8 +59,6 @@ def plot_landscape(path: str | Path, panels: dict[str, Tensor], *, extent: float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
     for ax, (name, p) in zip(axes[0], panels.items()):
         ax.imshow(p.numpy(), origin="lower", extent=(-extent, extent, -extent, extent), cmap="viridis")
@@ -68,10 +67,7 @@ def plot_landscape(path: str | Path, panels: dict[str, Tensor], *, extent: float
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def scatter(path: str | Path, x: Tensor, *, extent: float | None = None, title: str = "") -> Path:
@@ -81,8 +77,6 @@ def scatter(path: str | Path, x: Tensor, *, extent: float | None = None, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     x = x.detach().float().cpu()
     fig, ax = plt.subplots(figsize=(3, 3))
     ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.5)
@@ -92,10 +86,7 @@ def scatter(path: str | Path, x: Tensor, *, extent: float | None = None, title: 
     ax.set_aspect("equal")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["landscape_panels", "plot_landscape", "sampler_beta", "scatter"]

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from .performance import wants_channels_last
+
 
 @contextmanager
 def frozen(module: nn.Module) -> Iterator[nn.Module]:
@@ -57,9 +59,20 @@ def chain_memory_format(x: Tensor, channels_last: bool | None, energy: nn.Module
     """The memory format an image chain runs in: channels_last when asked,
     or (``None``, auto) for 4-D chains on CPU against an energy that says it
     takes channels_last input (``Energy.channels_last_ok``), where it
-    measured faster for the ConvNet energies (docs/performance.md)."""
-    if x.dim() != 4:
-        return torch.contiguous_format
-    if channels_last is None:
-        channels_last = x.device.type == "cpu" and bool(getattr(energy, "channels_last_ok", False))
-    return torch.channels_last if channels_last else torch.contiguous_format
+    measured faster for the ConvNet energies (docs/performance.md).  The
+    same rule as the energy's weights (:func:`ebmkit.performance.wants_channels_last`)."""
+    wanted = wants_channels_last(channels_last, tuple(x.shape[1:]), x.device, energy)
+    return torch.channels_last if wanted else torch.contiguous_format
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Draw from torch's RNG under ``seed`` without disturbing the caller's
+    stream (a forked RNG, the CUDA one too on a GPU); ``None``: no seeding."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

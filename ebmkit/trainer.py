@@ -39,6 +39,7 @@ from .divergence import DivergenceGuard
 from .errors import CheckpointError, DivergenceError, OutputError
 from .experiment import Experiment
 from .images import save_grid
+from .sampling import seeded
 from .schedule import apply_lr
 
 log = logging.getLogger("ebmkit")
@@ -298,12 +299,10 @@ class Trainer:
         batch-norm statistics (on the main process only)."""
         if not self.is_main or len(self.experiment.shape) != 3:
             return None
-        devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
         was_training = self.initializer.training
         self.initializer.eval()
         try:
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(self.config.training.seed + 7)
+            with seeded(self.config.training.seed + 7, self.accelerator.device):
                 samples = self.sample(self.config.output.grid_size)
         finally:
             self.initializer.train(was_training)

@@ -25,10 +25,8 @@ from ebmkit_plugins.convnet import ConvNetEnergy
 class ConditionalConvNet(ConditionalEnergy):
     """Paper ConvNet taking the condition (masked image + mask, or a paired image) as extra channels."""
 
-    class Params(ebmkit.Params):
+    class Params(ConvNetEnergy.Params):  # the ConvNet's own parameters, plus how the channels split
         nf: PositiveInt = Field(32, description="base width")
-        negative_slope: float = Field(0.2, ge=0.0, description="LeakyReLU slope")
-        spectral_norm: bool = Field(False, description="spectral normalisation of every conv")
         target_channels: PositiveInt | None = Field(
             None, description="paired data: channels of the target (the rest of each item is the condition); "
                               "unset: inpainting, y = masked image + mask")
