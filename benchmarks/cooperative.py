@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ebmkit.errors import ConfigError, DivergenceError
 from ebmkit.images import save_grid
 
-from .harness import Cell, RunContext, Table, fmt, run_metadata, write_report
+from .harness import Budget, Cell, RunContext, Table, fmt, run_metadata, settings_with_overrides, write_report
 from .suites import SuiteArgs, register_suite
 
 
@@ -232,17 +232,8 @@ def plot_fid_vs_k(table: Table, path: Path) -> Path:
 
 @register_suite("cooperative", help="cooperative EBM + VAE vs short-run from noise at equal CPU time (digits, ~10 CPU min)")
 def run(args: SuiteArgs) -> int:
-    s = CooperativeSettings()
-    if args.overrides:
-        from ebmkit.config import apply_overrides
-
-        try:
-            s = CooperativeSettings.model_validate(apply_overrides(s.model_dump(), args.overrides))
-        except Exception as exc:  # pydantic's message names the field
-            raise ConfigError(f"--set: {exc}") from None
+    s = settings_with_overrides(CooperativeSettings(), args.overrides) if args.overrides else CooperativeSettings()
     if args.budget:
-        from .harness import Budget
-
         b = Budget.parse(args.budget)
         if b.seconds is None:
             raise ConfigError("the cooperative suite's budget is CPU time: use --budget 120s or 2m")

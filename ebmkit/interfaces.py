@@ -44,7 +44,6 @@ def component_spec(value: Any, missing_name: str | None = None) -> Any:
     return value
 
 
-
 @dataclass
 class BuildContext:
     """What a component may need beyond its own parameters.
