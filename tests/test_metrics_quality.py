@@ -37,6 +37,16 @@ def test_mse_and_psnr_by_hand():
     assert psnr(x, y) == pytest.approx(expected, rel=1e-6)
 
 
+def test_ssim_is_standard_ssim_on_the_unit_scale():
+    # Flat grey 0 vs 0.1 on ebmkit's [-1, 1] scale is 0.5 vs 0.55 on [0, 1]: only the luminance term differs,
+    # (2 mu_a mu_b + C1) / (mu_a^2 + mu_b^2 + C1) with C1 = 0.01^2.  On the [-1, 1] scale with data range 2
+    # the same pair scored 0.04 (C1 = 0.02^2, mu_a = 0): that was not standard SSIM.
+    a, b = torch.zeros(1, 1, 8, 8), torch.full((1, 1, 8, 8), 0.1)
+    c1 = 0.01**2
+    assert ssim(a, b) == pytest.approx((2 * 0.5 * 0.55 + c1) / (0.5**2 + 0.55**2 + c1), rel=1e-6)
+    assert ssim(a, b) > 0.99
+
+
 def test_ssim_is_one_for_identical_images_and_drops_with_noise():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 3, 16, 16, generator=g) * 2 - 1
