@@ -78,7 +78,7 @@ def load_trained(path, *, device: str | torch.device = "cpu", registry: Registry
     from .checkpoint import find_checkpoint
     from .config import parse_config
     from .errors import CheckpointError
-    from .trainer import load_state
+    from .run_state import load_weights
 
     ckpt = find_checkpoint(path)
     if not ckpt.config or "shape" not in ckpt.state:
@@ -93,9 +93,7 @@ def load_trained(path, *, device: str | torch.device = "cpu", registry: Registry
             raise CheckpointError(f"checkpoint {ckpt.path} was trained on data of shape {shape}, but its dataset "
                                   f"'{config.data.name}' now yields {tuple(data_shape)}")
         parts = build_components(config, shape, dataset, registry)
-    load_state(parts["energy"], ckpt.tensors("energy"), "energy", ckpt)
-    if ckpt.has("initializer"):
-        load_state(parts["initializer"], ckpt.tensors("initializer"), "initializer", ckpt)
+    load_weights(ckpt, parts["energy"], parts["initializer"])
     parts["energy"].to(device).eval()
     parts["initializer"].to(device).eval()  # a trained proposal (a VAE) draws with its running statistics
     return Experiment(config=config, shape=shape, dataset=dataset, checkpoint=ckpt, **parts)

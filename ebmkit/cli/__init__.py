@@ -23,7 +23,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from .errors import EbmkitError
+from ..errors import EbmkitError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -47,7 +47,7 @@ def resolve_config_path(name: str) -> Path:
         return path
     if name in preset_names():
         return Path(str(resources.files("ebmkit.presets") / f"{name}.toml"))
-    from .errors import ConfigError, suggest
+    from ..errors import ConfigError, suggest
 
     raise ConfigError(f"no config file '{name}' and no preset of that name{suggest(name, preset_names())}; presets: {', '.join(preset_names())}")
 
@@ -57,9 +57,9 @@ def resolve_config_path(name: str) -> Path:
 
 @command
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .experiment import build_experiment
-    from .trainer import Trainer
+    from ..config import load_config
+    from ..experiment import build_experiment
+    from ..training.loop import Trainer
 
     overrides = list(args.set or [])
     if args.out:
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     status = _relaunch(args, "train")
     if status is not None:
         return status
-    from .diagnostics import callbacks_from_config
+    from ..training.diagnostics import callbacks_from_config
 
     trainer = Trainer(build_experiment(cfg), callbacks=callbacks_from_config(cfg.diagnostics))
     last = trainer.fit(resume=args.resume)
@@ -88,10 +88,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
-    from .distributed import map_batches
-    from .errors import ConfigError
-    from .experiment import load_trained
-    from .images import save_grid
+    from ..distributed import map_batches
+    from ..errors import ConfigError
+    from ..experiment import load_trained
+    from ..images import save_grid
 
     if args.n < 1 or args.batch_size < 1:
         raise ConfigError(f"--n and --batch-size must be positive, got {args.n} and {args.batch_size}")
@@ -125,10 +125,10 @@ def cmd_cooperative_sample(args: argparse.Namespace) -> int:
     interpolation from a cooperative (VAE-initialised) checkpoint."""
     import torch
 
-    from . import cooperative
-    from .errors import ConfigError
-    from .experiment import load_trained
-    from .images import save_grid, save_rows
+    from ..generation import cooperative
+    from ..errors import ConfigError
+    from ..experiment import load_trained
+    from ..images import save_grid, save_rows
 
     if args.n < 1 or args.strip < 0 or args.pairs < 0:
         raise ConfigError(f"--n must be positive and --strip / --pairs not negative, got {args.n}, {args.strip}, {args.pairs}")
@@ -181,10 +181,10 @@ def _data_batch(exp, n: int, device: str):
 def cmd_inpaint(args: argparse.Namespace) -> int:
     import torch
 
-    from .errors import ConfigError
-    from .experiment import load_trained
-    from .images import save_rows
-    from .inpainting import ebm_fill, inpainting_scores, masked_view, mean_fill, nearest_fill
+    from ..errors import ConfigError
+    from ..experiment import load_trained
+    from ..images import save_rows
+    from ..generation.inpainting import ebm_fill, inpainting_scores, masked_view, mean_fill, nearest_fill
 
     if args.n < 1 or args.samples < 1 or args.show < 0:
         raise ConfigError(f"--n and --samples must be positive and --show not negative, got {args.n}, {args.samples}, {args.show}")
@@ -227,10 +227,10 @@ def _inpaint_images(source: str, exp):
     import numpy as np
     import torch
 
-    from .data import check_dataset
-    from .errors import DataError
-    from .experiment import load_dataset
-    from .registry import default_registry
+    from ..data import check_dataset
+    from ..errors import DataError
+    from ..experiment import load_dataset
+    from ..registry import default_registry
 
     if source in ("test", "train"):
         ds, _ = load_dataset(exp.config, source)
@@ -240,7 +240,7 @@ def _inpaint_images(source: str, exp):
             if not path.is_file():
                 raise DataError(f"--images: file not found: {path}")
             arr = torch.as_tensor(np.load(path)) if path.suffix.lower() == ".npy" else torch.load(path, weights_only=True)
-            from .data import TensorImages
+            from ..data import TensorImages
 
             ds = TensorImages(torch.as_tensor(arr).float())
         else:
@@ -257,10 +257,10 @@ def _inpaint_masks(spec: str | None, exp, n: int, height: int, width: int, seed:
     """--mask NAME[:key=value,...] (a registered mask generator), a mask file, or the checkpoint's own generator."""
     import torch
 
-    from .config import parse_value
-    from .errors import ConfigError
-    from .inpainting import load_mask_file
-    from .registry import default_registry
+    from ..config import parse_value
+    from ..errors import ConfigError
+    from ..generation.inpainting import load_mask_file
+    from ..registry import default_registry
 
     if spec and Path(spec).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".npy", ".pt"):
         m = load_mask_file(spec, height, width)
@@ -291,11 +291,11 @@ def _relaunch(args: argparse.Namespace, command: str) -> int | None:
     this command through torch.distributed's launcher and return their exit
     status.  ``None`` when this process does the work itself (one process,
     or already one of N started by a launcher)."""
-    from .distributed import launch, launched
+    from ..distributed import launch, launched
 
     n = getattr(args, "num_processes", None)
     if n is not None and n < 1:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"--num-processes must be at least 1, got {n}")
     if not n or n == 1 or launched():
@@ -330,7 +330,7 @@ def command_argv(args: argparse.Namespace, command: str) -> list[str]:
 
 @command
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .registry import HOOKS, default_registry
+    from ..registry import HOOKS, default_registry
 
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the shipped preset configs")
 
-    from .generator_cli import add_generator_commands  # generate, interpolate, reconstruct, super-resolve
+    from .generate import add_generator_commands  # generate, interpolate, reconstruct, super-resolve
 
     add_generator_commands(sub, COMMANDS)
     return p

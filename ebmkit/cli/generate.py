@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # torch loads only when a command runs, so `ebmkit --help` stays quick
     from torch import Tensor
@@ -76,7 +76,7 @@ def add_generator_commands(sub: Any, commands: dict[str, Callable[[argparse.Name
 
 
 def _generator(args: argparse.Namespace):
-    from .generator import ShortRunGenerator
+    from ..generation.generator import ShortRunGenerator
 
     return ShortRunGenerator.from_checkpoint(args.checkpoint, device=args.device)
 
@@ -145,7 +145,7 @@ def _pick_images(args: argparse.Namespace, gen) -> tuple[Tensor, str]:
     if args.images:
         x = load_image_file(args.images)[: args.n]
         return x, str(args.images)
-    from .experiment import load_dataset
+    from ..experiment import load_dataset
 
     ds, _ = load_dataset(gen.experiment.config, args.split)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed))[: args.n]
@@ -155,7 +155,7 @@ def _pick_images(args: argparse.Namespace, gen) -> tuple[Tensor, str]:
 def mean_image(gen, limit: int = 10_000) -> Tensor | None:
     """The mean of the training images: the constant baseline reconstruction."""
     import torch
-    from .experiment import load_dataset
+    from ..experiment import load_dataset
 
     try:
         ds, _ = load_dataset(gen.experiment.config, "train")
@@ -170,7 +170,7 @@ def mean_image(gen, limit: int = 10_000) -> Tensor | None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
-    from .images import save_grid, save_rows
+    from ..images import save_grid, save_rows
 
     _positive(n=args.n, chains=args.chains, batch_size=args.batch_size)
     gen = _generator(args)
@@ -190,7 +190,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
-    from .images import save_rows
+    from ..images import save_rows
 
     _positive(pairs=args.pairs, points=args.points)
     rhos = args.rhos if args.rhos else [1.0 - j / max(1, args.points - 1) for j in range(args.points)]
@@ -224,9 +224,9 @@ def record_points(iterations: int) -> tuple[int, ...]:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
-    from .generator import ReconstructParams, validated
-    from .images import save_rows
-    from .metrics import reconstruction_quality
+    from ..generation.generator import ReconstructParams, validated
+    from ..images import save_rows
+    from ..metrics import reconstruction_quality
 
     _positive(n=args.n, batch_size=args.batch_size)
     gen = _generator(args)
@@ -269,7 +269,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_super_resolve(args: argparse.Namespace) -> int:
     import torch.nn.functional as F
 
-    from .images import save_rows
+    from ..images import save_rows
 
     _positive(n=args.n)
     if not args.seeds:

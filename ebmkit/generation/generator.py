@@ -36,9 +36,9 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, Validati
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .errors import ConfigError, DataError, format_validation_error
-from .interfaces import InitialDistribution, Params, Sampler
-from .sampling import frozen, seeded
+from ..errors import ConfigError, DataError, format_validation_error
+from ..interfaces import InitialDistribution, Params, Sampler
+from ..sampling import frozen, seeded
 
 
 class ReconstructParams(Params):
@@ -121,7 +121,7 @@ class ShortRunGenerator:
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", with_data: bool | None = None
                         ) -> "ShortRunGenerator":
         """Rebuild from a checkpoint or run folder (see :func:`ebmkit.experiment.load_trained`)."""
-        from .experiment import load_trained
+        from ..experiment import load_trained
 
         exp = load_trained(path, device=device, with_data=with_data)
         gen = cls(exp.energy, exp.sampler, exp.initializer, exp.shape, dataset=exp.dataset)

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .conditional import ConditionalEnergy, ConditionalInitializer, bound
-from .errors import ConfigError, DataError
-from .metrics.image_quality import DATA_RANGE, psnr, ssim
+from ..conditional import ConditionalEnergy, ConditionalInitializer, bound
+from ..errors import ConfigError, DataError
+from ..metrics.image_quality import DATA_RANGE, psnr, ssim
 
 
 def ebm_fill(energy: ConditionalEnergy, sampler: Any, initializer: ConditionalInitializer, images: Tensor,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from .images import save_figure
-from .metrics.toy import energy_log_density, grid, kde_log_density, normalise_on_grid
+from ..images import save_figure
+from ..metrics.toy import energy_log_density, grid, kde_log_density, normalise_on_grid
 
 
 def sampler_beta(sampler) -> float:
