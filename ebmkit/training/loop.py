@@ -32,9 +32,10 @@ from .. import distributed, performance, run_state
 from ..checkpoint import Checkpoint, atomic_write, find_checkpoint, list_checkpoints, recover_interrupted
 from ..conditional import batch_condition, bound
 from ..config import ExperimentConfig, OptimizerConfig
-from ..data import batch_stream
+from ..data import batch_stream, random_batch
 from ..errors import DivergenceError
 from ..experiment import Experiment
+from ..generation.generator import ShortRunGenerator
 from ..images import save_grid
 from ..sampling import seeded
 from .callbacks import Callback, MetricsLog, writing
@@ -265,18 +266,20 @@ class Trainer:
         )
 
     # -- samples -------------------------------------------------------------------------
+    @property
+    def generator(self) -> ShortRunGenerator:
+        """The model as it stands, as a generator: the one inference path
+        (modes untouched, under accelerate's autocast)."""
+        return ShortRunGenerator(self.unwrapped_energy, self.sampler, self.initializer, self.experiment.shape,
+                                 dataset=self.experiment.dataset, eval_mode=False, autocast=self.accelerator.autocast)
+
     def sample(self, n: int) -> torch.Tensor:
         """n fresh short-run samples from the current model."""
-        z = self.initializer.sample(n, data=self.data_batch(n) if self.initializer.needs_data else None)
-        energy = self.unwrapped_energy
-        with bound(energy, batch_condition(self.initializer)), self.accelerator.autocast():
-            return self.sampler.run(energy, z).x.detach()
+        return self.generator.draw(n)
 
     def data_batch(self, n: int) -> torch.Tensor:
         """n training items drawn at random (torch's global RNG), on the run's device."""
-        ds = self.experiment.dataset
-        idx = torch.randperm(len(ds))[:n]
-        return torch.stack([ds[int(i)] for i in idx]).to(self.accelerator.device)
+        return random_batch(self.experiment.dataset, n, device=self.device)
 
     def write_samples(self, name: str) -> Path | None:
         """A grid from the same chain starts every time (a fixed seed, on a
