@@ -65,15 +65,15 @@ def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def validated(model: type[BaseModel], values: Any, *, heading: str, prefix: str = "") -> Any:
+def validated(model: type[BaseModel], values: Any, *, heading: str, prefix: str = "", separator: str = ":\n") -> Any:
     """``model.model_validate(values)``, or a :class:`ConfigError` that reads
-    ``"<heading>:"`` and then one line per problem, each naming its field
-    (under ``prefix``, e.g. ``sampler.steps``).  The one place a pydantic
-    error becomes a user's error."""
+    ``heading``, ``separator`` and then one line per problem, each naming its
+    field (under ``prefix``, e.g. ``sampler.steps``).  The one place a
+    pydantic error becomes a user's error."""
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(f"{heading}:\n" + format_validation_error(exc, prefix, model)) from None
+        raise ConfigError(heading + separator + format_validation_error(exc, prefix, model)) from None
 
 
 def format_validation_error(err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:

@@ -29,9 +29,10 @@ import torch
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import ExperimentConfig
 from .errors import CheckpointError
+from .interfaces import PARTS
 
-SECTIONS = ("energy", "initializer", "sampler", "objective")
-"""The parts whose build spec the checkpoint records."""
+SECTIONS = PARTS
+"""The parts whose build spec the checkpoint records (:data:`ebmkit.interfaces.PARTS`)."""
 
 
 @dataclass
@@ -67,7 +68,7 @@ def save(directory: Path, iteration: int, parts: RunParts, *, initializer_state:
         "versions": {"torch": torch.__version__},
         **(extra or {}),
         # how each part was built, defaults included: error messages name both sides
-        "components": {section: getattr(getattr(parts, section), "ebmkit_spec", None) for section in SECTIONS},
+        "components": {section: getattr(parts, section).ebmkit_spec for section in SECTIONS},
     }
     return save_checkpoint(directory, iteration, modules=modules, objects=objects, state=state, keep=keep)
 
@@ -157,7 +158,7 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: st
         module.load_state_dict(state)
     except RuntimeError as exc:
         theirs = _spec_text(_saved_spec(ckpt, what))
-        ours = _spec_text(getattr(module, "ebmkit_spec", None))
+        ours = _spec_text(getattr(module, "ebmkit_spec", None))  # any module: a part, or a plain nn.Module in tests
         detail = " ".join(str(exc).split())
         detail = detail if len(detail) < 400 else detail[:400] + " ..."
         raise CheckpointError(

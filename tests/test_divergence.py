@@ -14,6 +14,7 @@ from ebmkit.cli import main
 from ebmkit.config import DivergenceConfig, ScheduleConfig, parse_config
 from ebmkit.errors import DivergenceError
 from ebmkit.experiment import build_experiment
+from ebmkit.interfaces import ObjectiveOutput
 from ebmkit.training.divergence import DivergenceGuard
 from ebmkit.training.loop import Callback, Trainer
 from ebmkit.training.schedule import LearningRate
@@ -43,10 +44,9 @@ def _guard(**cfg):
     return DivergenceGuard(DivergenceConfig(**cfg))
 
 
-class _Out:
-    def __init__(self, gap, loss=None):
-        self.loss = torch.tensor(gap if loss is None else loss)
-        self.logs = {"energy_data": gap, "energy_samples": 0.0, "gap": gap}
+def _Out(gap, loss=None):
+    return ObjectiveOutput(loss=torch.tensor(gap if loss is None else loss),
+                           logs={"energy_data": gap, "energy_samples": 0.0, "gap": gap}, gap=gap)
 
 
 class _Chain:

@@ -12,19 +12,20 @@ from .train import preset_names
 
 
 def _plugins_arguments(p: argparse.ArgumentParser) -> None:
-    from ..registry import HOOKS
+    from ..interfaces import KINDS
 
-    p.add_argument("--kind", choices=list(HOOKS))
+    p.add_argument("--kind", choices=[k.name for k in KINDS])
 
 
 @command("plugins", help="list every registered component and its source", arguments=_plugins_arguments)
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from ..registry import HOOKS, default_registry
+    from ..interfaces import KINDS
+    from ..registry import default_registry
 
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         reg = default_registry()
-    kinds = [args.kind] if args.kind else list(HOOKS)
+    kinds = [args.kind] if args.kind else [k.name for k in KINDS]
     rows = [(r.kind, r.name, r.source, r.plugin, r.summary) for k in kinds for r in sorted(reg.components(k).values(), key=lambda r: r.name)]
     widths = [max(len(str(r[i])) for r in rows + [("kind", "name", "source", "plug-in", "")]) for i in range(4)]
     print("  ".join(h.ljust(w) for h, w in zip(("kind", "name", "source", "plug-in"), widths)) + "  description")

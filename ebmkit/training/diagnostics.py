@@ -148,8 +148,8 @@ class Diagnostics(Callback):
         self._last = iteration
 
     def row(self, trainer: "Trainer", logs: dict[str, float]) -> dict[str, Any]:
-        scale = float(getattr(trainer.objective, "loss_scale", 1.0))
-        step = getattr(trainer.sampler, "step_size", None)
+        scale = float(trainer.objective.loss_scale)  # declared by Objective (2/eps^2 under the anatomy recipe)
+        step = trainer.sampler.step_size  # declared by Sampler; None for a chain that is not Langevin-type
         out: dict[str, Any] = {"iteration": int(logs["iteration"])}
         out["d_st"] = scale * logs["gap"] if "gap" in logs else ""
         out["r_t"] = float(step) * logs["chain_grad_norm"] if step is not None and "chain_grad_norm" in logs else ""
@@ -238,8 +238,9 @@ class Diagnostics(Callback):
             from ..registry import default_registry
 
             cfg = trainer.config.data
+            registry = trainer.experiment.registry or default_registry()  # the registry the run was built from
             try:
-                source = default_registry().build("dataset", cfg.name, cfg.params, where="data")
+                source = registry.build("dataset", cfg.name, cfg.params, where="data")
             except Exception:  # a dataset given in code, not by name: no true density to compare with
                 source = None
             self._toy = source if callable(getattr(source, "log_density", None)) else False

@@ -130,7 +130,7 @@ class DivergenceGuard:
             reason = ("non-finite samples" if what[0].startswith("samples") else
                       "non-finite chain gradients" if what[0].startswith("chain") else "non-finite energies")
             self._raise(iteration, reason, "non-finite " + ", ".join(what))
-        gap = out.logs.get("gap")
+        gap = out.gap if out.gap is not None else out.logs.get("gap")  # the declared gap; a logged one for older objectives
         if gap is not None:
             self._check_gap(iteration, abs(float(gap)))
     def _check_gap(self, iteration: int, size: float) -> None:

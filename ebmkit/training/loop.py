@@ -37,6 +37,7 @@ from ..errors import DivergenceError
 from ..experiment import Experiment
 from ..generation.generator import ShortRunGenerator
 from ..images import save_grid
+from ..interfaces import PARTS
 from ..sampling import seeded
 from .callbacks import Callback, MetricsLog, writing
 from .divergence import DivergenceGuard, Rollback
@@ -111,6 +112,10 @@ class Trainer:
         """The energy itself (without a data-parallel or compile wrapper), for chains and plots."""
         return self.accelerator.unwrap_model(self.energy)
 
+    def part(self, kind: str) -> Any:
+        """The run's component of ``kind`` (one of :data:`ebmkit.interfaces.PARTS`); the energy unwrapped."""
+        return self.unwrapped_energy if kind == "energy" else getattr(self, kind)
+
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
@@ -126,8 +131,8 @@ class Trainer:
         acc = self.accelerator
         total = self.config.training.iterations
         logs: dict[str, float] = {"lr": self.learning_rate.apply(self.iteration, self.divergence.lr_scale)}
-        for part in (self.initializer, self.sampler, self.objective):
-            logs.update(part.set_progress(self.iteration, total))
+        for kind in PARTS:  # components that anneal a value with training time
+            logs.update(self.part(kind).set_progress(self.iteration, total))
         z = self.initializer.sample(x.shape[0], data=x)
         condition = batch_condition(self.initializer)  # conditional tasks: y drawn with z (docs/conditional.md)
         if condition is not None:
@@ -145,6 +150,8 @@ class Trainer:
         self.divergence.check_gradients(self.iteration + 1, grad_norm)
         self.optimizer.step()
         logs.update({"loss": out.loss.item(), **out.logs, "grad_norm": float(grad_norm)})
+        if out.gap is not None:
+            logs.setdefault("gap", float(out.gap))  # the declared gap is logged even if the objective did not
         logs["chain_grad_norm"] = float(chain.grad_norm.mean()) if chain.grad_norm.numel() else 0.0
         if chain.acceptance is not None:
             logs["acceptance"] = chain.acceptance
