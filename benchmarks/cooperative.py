@@ -90,22 +90,21 @@ def run_train(cell: Cell, ctx: RunContext, s: CooperativeSettings) -> dict[str, 
     """Train until the CPU budget is spent; save a checkpoint in the cell's folder."""
     from ebmkit.config import parse_config
     from ebmkit.experiment import build_experiment
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     method = cell.spec["method"]
     run_dir = ctx.cell_dir(cell)
     trainer = Trainer(build_experiment(parse_config(experiment_config(s, method, run_dir))), run_dir=run_dir)
-    batches = trainer._batches()
+    batches = trainer.batches()
     logs: dict[str, float] = {}
     diverged = None
     cpu0, wall0 = time.process_time(), time.perf_counter()
     while time.process_time() - cpu0 < s.cpu_seconds:
         try:
-            logs = trainer.step(next(batches))
+            logs = trainer.iterate(next(batches))
         except DivergenceError as exc:
             diverged = {"iteration": trainer.iteration + 1, "message": str(exc).splitlines()[0]}
             break
-        trainer.iteration += 1
         if trainer.iteration % 25 == 0:
             ctx.log(f"  {method}: iteration {trainer.iteration}, {time.process_time() - cpu0:.0f} CPU s, "
                     + ", ".join(f"{k} {logs[k]:.3g}" for k in ("gap", "vae_mse") if k in logs))

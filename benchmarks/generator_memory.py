@@ -4,7 +4,7 @@
 
 Each setting runs in its own process (so that the peak resident set size,
 ``ru_maxrss``, belongs to that setting alone) and does ``--iterations`` steps of
-:meth:`ebmkit.generator.ShortRunGenerator.reconstruct` with the paper's ConvNet
+:meth:`ebmkit.generation.generator.ShortRunGenerator.reconstruct` with the paper's ConvNet
 energy (random weights: memory does not depend on training).  Reported: the
 peak RSS minus the RSS just before reconstructing (the memory the chain's
 graph needs), on CUDA also ``torch.cuda.max_memory_allocated``, and seconds
@@ -44,7 +44,7 @@ def one(args: argparse.Namespace) -> dict:
     import torch
 
     from ebmkit import create_energy, create_initializer, create_sampler
-    from ebmkit.generator import ShortRunGenerator
+    from ebmkit.generation.generator import ShortRunGenerator
 
     torch.manual_seed(0)
     shape = (args.channels, args.size, args.size)

@@ -87,16 +87,10 @@ class Budget:
 def settings_with_overrides(settings: SettingsT, overrides: list[str]) -> SettingsT:
     """A suite's settings with ``--set key=value`` applied (dotted keys, TOML
     values), validated by the settings' own model; a bad value names the field."""
-    from pydantic import ValidationError
-
     from ebmkit.config import apply_overrides
-    from ebmkit.errors import format_validation_error
+    from ebmkit.errors import validated
 
-    model = type(settings)
-    try:
-        return model.model_validate(apply_overrides(settings.model_dump(), list(overrides)))
-    except ValidationError as exc:
-        raise ConfigError("--set: " + format_validation_error(exc, model=model)) from None
+    return validated(type(settings), apply_overrides(settings.model_dump(), list(overrides)), heading="--set", separator=": ")
 
 
 def spec_id(spec: dict[str, Any]) -> str:

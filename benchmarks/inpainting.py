@@ -108,7 +108,7 @@ def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Bu
     the EBM trained with a conditional VAE proposing its chain starts, scored
     with the Langevin revision and as the proposal alone."""
     from ebmkit.images import save_rows
-    from ebmkit.inpainting import ebm_fill, inpainting_scores, masked_view, mean_fill, nearest_fill
+    from ebmkit.generation.inpainting import ebm_fill, inpainting_scores, masked_view, mean_fill, nearest_fill
     from ebmkit.registry import default_registry
 
     from .methods import EBMMethod, train
@@ -122,7 +122,7 @@ def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Bu
     method = EBMMethod(train_x, cfg, iterations_hint=budget.iterations or 1000, recon={})
     fit = train(method, train_x, budget, batch_size=s.batch_size, seed=s.seed, progress=ctx.progress, desc=cell.name)
     exp = method.experiment
-    energy = method.trainer.accelerator.unwrap_model(method.trainer.energy).eval()
+    energy = method.trainer.unwrapped_energy.eval()
     train_x, test_x = train_x.to(method.device), test_x.to(method.device)
     gen_spec = dict(mask_spec)
     masks = default_registry().build("mask", gen_spec.pop("name"), gen_spec)
@@ -170,7 +170,7 @@ def run_paired_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: 
     method = EBMMethod(train_x, cfg, iterations_hint=budget.iterations or 1000, recon={})
     fit = train(method, train_x, budget, batch_size=s.batch_size, seed=s.seed, progress=ctx.progress, desc=cell.name)
     exp = method.experiment
-    energy = method.trainer.accelerator.unwrap_model(method.trainer.energy).eval()
+    energy = method.trainer.unwrapped_energy.eval()
     train_x, test_x = train_x.to(method.device), test_x.to(method.device)
     truth, cond = test_x[:, :ct], test_x[:, ct:]
     exp.initializer.eval()

@@ -20,7 +20,7 @@ from ebmkit.config import ExperimentConfig
 from ebmkit.data import TensorImages, batch_stream
 from ebmkit.errors import DivergenceError
 from ebmkit.experiment import build_experiment
-from ebmkit.trainer import Trainer
+from ebmkit.training.loop import Trainer
 
 from .baselines import DCGAN, VAE
 from .harness import Budget
@@ -28,7 +28,7 @@ from .reconstruction import ebm_reconstruct
 
 
 class EBMMethod:
-    """Algorithm 1 through :class:`ebmkit.trainer.Trainer` (its ``step``); samples
+    """Algorithm 1 through :class:`ebmkit.training.loop.Trainer` (its ``step``); samples
     with ``Trainer.sample`` (the K-step short-run chain from p0)."""
 
     name = "ebm"
@@ -46,21 +46,19 @@ class EBMMethod:
 
     @property
     def device(self) -> torch.device:
-        return self.trainer.accelerator.device
+        return self.trainer.device
 
     def parameters(self):
         return self.experiment.energy.parameters()
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         if self.trainer.iteration % 25 == 0:  # a known-good copy to fall back on if training diverges
-            self._snapshot = copy.deepcopy(self.trainer.accelerator.unwrap_model(self.trainer.energy).state_dict())
-        logs = self.trainer.step(x)
-        self.trainer.iteration += 1
-        return logs
+            self._snapshot = copy.deepcopy(self.trainer.unwrapped_energy.state_dict())
+        return self.trainer.iterate(x)
 
     def restore_snapshot(self) -> int:
         if self._snapshot is not None:
-            self.trainer.accelerator.unwrap_model(self.trainer.energy).load_state_dict(self._snapshot)
+            self.trainer.unwrapped_energy.load_state_dict(self._snapshot)
         return self.trainer.iteration // 25 * 25  # the iteration the snapshot was taken at
 
     def sample(self, n: int) -> Tensor:
@@ -68,7 +66,7 @@ class EBMMethod:
 
     def reconstruct(self, x: Tensor) -> Tensor:
         exp = self.experiment
-        energy = self.trainer.accelerator.unwrap_model(self.trainer.energy)
+        energy = self.trainer.unwrapped_energy
         return ebm_reconstruct(energy, exp.sampler, exp.initializer, exp.shape, x, **self.recon)
 
 

@@ -2,7 +2,7 @@
 
 The EBM reconstructs x by minimising ||x - M_theta(z)||^2 over the chain
 start z, differentiating through all K steps of the noise-free chain (paper
-section 5.3): :meth:`ebmkit.generator.ShortRunGenerator.reconstruct`, the
+section 5.3): :meth:`ebmkit.generation.generator.ShortRunGenerator.reconstruct`, the
 same code as ``ebmkit reconstruct``.
 """
 
@@ -12,12 +12,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ebmkit.generator import ShortRunGenerator
+from ebmkit.generation.generator import ShortRunGenerator
 
 
 def reconstruction_path() -> str:
     """Which code reconstructed (named in Table 2)."""
-    return "ebmkit.generator.ShortRunGenerator.reconstruct"
+    return "ebmkit.generation.generator.ShortRunGenerator.reconstruct"
 
 
 def ebm_reconstruct(energy: nn.Module, sampler: Any, initializer: Any, shape: tuple[int, ...], x: Tensor, *,

@@ -277,7 +277,7 @@ def sampler_table(s: SpeedSettings, nf: int, peak: dict[str, float], log: Callab
 def _trainer(s: SpeedSettings, nf: int, run_dir: Path, **sampler: Any):
     from ebmkit.config import parse_config
     from ebmkit.experiment import Experiment, build_components
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     cfg = parse_config({
         "data": {"name": "digits"},

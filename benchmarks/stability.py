@@ -7,7 +7,7 @@ without and with each stabiliser (docs/recipes.md).
 
 Each cell trains the paper's ConvNet on scikit-learn's digits with one
 (K, step size, stabiliser) for ``budget`` iterations and records the first
-iteration ebmkit's divergence guard (:mod:`ebmkit.divergence`, the default
+iteration ebmkit's divergence guard (:mod:`ebmkit.training.divergence`, the default
 ``[training.divergence]`` criteria: non-finite numbers, |gap| > max_gap, or a
 gap 100x its running median) stops it -- or "none".  The learning rate (1e-2)
 is deliberately 100x the paper's so that unstabilised runs fail within a
@@ -84,7 +84,7 @@ def cell_config(s: StabilitySettings, k: int, step: float, stabiliser: str, iter
 def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     from ebmkit.config import parse_config
     from ebmkit.experiment import build_experiment
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     cfg = parse_config(cell.spec["config"], source=cell.name)
     trainer = Trainer(build_experiment(cfg), run_dir=ctx.cell_dir(cell))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from . import errors
+from . import errors, moved
 from .hookspecs import hookimpl, hookspec
 from .interfaces import (
     BuildContext,
@@ -39,13 +39,15 @@ from .registry import (
 
 __version__ = "0.1.0"
 
+moved.install()  # the flat layout's module paths (ebmkit.trainer, ebmkit.generator, ...) still import
+
 # Heavier parts load on first use, so `import ebmkit` stays quick for plug-ins.
 _LAZY = {
     "ExperimentConfig": "ebmkit.config",
     "load_config": "ebmkit.config",
     "Experiment": "ebmkit.experiment",
     "build_experiment": "ebmkit.experiment",
-    "Trainer": "ebmkit.trainer",
+    "Trainer": "ebmkit.training.loop",
     "save_grid": "ebmkit.images",
 }
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, create_model, field_validator
 
-from .errors import ConfigError, format_validation_error
-from .interfaces import component_spec
+from .errors import ConfigError, validated
+from .interfaces import KINDS, component_spec
 
 
 class _Strict(BaseModel):
@@ -34,6 +34,7 @@ class ComponentConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str
+    _checked: tuple[Any, dict[str, Any], BaseModel] | None = PrivateAttr(None)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -41,6 +42,16 @@ class ComponentConfig(BaseModel):
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, **self.params}
+
+    def keep_validated(self, cls: type, params: BaseModel) -> None:
+        """Remember the component class and its validated ``Params``, so that building does not validate again."""
+        self._checked = (cls, self.params, params)
+
+    def validated_for(self, cls: type) -> BaseModel | None:
+        """The kept ``Params`` when they were validated for ``cls`` from the parameters as they are now."""
+        if self._checked is not None and self._checked[0] is cls and self._checked[1] == self.params:
+            return self._checked[2]
+        return None
 
 
 class ScheduleConfig(_Strict):
@@ -183,48 +194,58 @@ class OutputConfig(_Strict):
     grid_size: PositiveInt = 64
 
 
-class ExperimentConfig(_Strict):
-    """Everything one training run needs."""
+SECTIONS = {k.section: k.name for k in KINDS if k.section}
+"""Config section -> registry kind (from :data:`ebmkit.interfaces.KINDS`)."""
 
-    data: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="mnist5k"))
-    energy: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="convnet"))
-    initializer: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="uniform"))
-    sampler: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="langevin"))
-    objective: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="maximum-likelihood"))
+_ComponentSections = create_model(
+    "_ComponentSections", __base__=_Strict,
+    **{k.section: (ComponentConfig, Field(default_factory=lambda k=k: ComponentConfig(name=k.default), description=k.doc))
+       for k in KINDS if k.section},
+)
+
+
+class ExperimentConfig(_ComponentSections):
+    """Everything one training run needs.
+
+    One section per component kind with a config section (``data``,
+    ``energy``, ``initializer``, ``sampler``, ``objective``: made from
+    :data:`ebmkit.interfaces.KINDS`), each a :class:`ComponentConfig`, then
+    the run's own sections."""
+
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
-    @field_validator("data", "energy", "initializer", "sampler", "objective", mode="before")
+    @field_validator(*SECTIONS, mode="before")
     @classmethod
     def _name_only(cls, v: Any) -> Any:
         return component_spec(v)  # the short form `sampler = "langevin"` too
 
+    def component(self, section: str) -> ComponentConfig:
+        return getattr(self, section)
+
     def check_components(self, registry: Any = None) -> None:
-        """Validate every component section against its plug-in's ``Params``."""
+        """Validate every component section against its plug-in's ``Params``;
+        the validated parameters are kept for building."""
         from .registry import default_registry
 
         registry = registry or default_registry()
         problems = []
         for section, kind in SECTIONS.items():
-            comp: ComponentConfig = getattr(self, section)
+            comp = self.component(section)
             try:
-                registry.get(kind, comp.name)
+                reg = registry.get(kind, comp.name)
             except ConfigError as exc:
                 problems.append(f"{section}.name: {exc}")
                 continue
             try:
-                registry.validate(kind, comp.name, comp.params, where=section)
+                comp.keep_validated(reg.cls, registry.validate(kind, comp.name, comp.params, where=section))
             except ConfigError as exc:
                 problems.append(str(exc))
         if problems:
             raise ConfigError("invalid configuration:\n" + "\n".join(problems))
-
-
-SECTIONS = {"data": "dataset", "energy": "energy", "initializer": "initializer", "sampler": "sampler", "objective": "objective"}
-"""Config section -> registry kind."""
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -274,10 +295,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def parse_config(data: dict[str, Any], *, source: str = "config", registry: Any = None, check: bool = True) -> ExperimentConfig:
     """Validate a dict into an :class:`ExperimentConfig`; errors name the field."""
-    try:
-        cfg = ExperimentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration:\n" + format_validation_error(exc, model=ExperimentConfig)) from None
+    cfg = validated(ExperimentConfig, data, heading=f"{source}: invalid configuration")
     if check:
         try:
             cfg.check_components(registry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -172,6 +173,62 @@ def batch_stream(
         persistent_workers=num_workers > 0,
     )
     return iter(loader)
+
+
+def random_batch(dataset: Dataset, n: int, *, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> Tensor:
+    """``n`` items of ``dataset`` picked at random, stacked: the one helper for
+    a chain start or a figure that reads data.  ``generator`` seeds the pick
+    (``None``: torch's global RNG, e.g. inside a forked, seeded block)."""
+    idx = torch.randperm(len(dataset), generator=generator)[:n]
+    batch = torch.stack([dataset[int(i)] for i in idx])
+    return batch if device is None else batch.to(device)
+
+
+def load_array(path: str | Path, *, key: str | None = None, what: str = "array file",
+               suffixes: tuple[str, ...] = (".pt", ".npy", ".npz")) -> Tensor:
+    """One tensor from an array file: ``.pt`` (tensors only, ``weights_only``),
+    ``.npy`` / ``.npz`` (no pickle) or ``.safetensors``; in a file of several
+    arrays ``key`` picks one (without it there must be exactly one).  The one
+    loader behind image, mask and array-dataset files: errors start with
+    ``what`` and name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what}: file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise DataError(f"{what}: {path} is not a {', '.join(suffixes[:-1])} or {suffixes[-1]} file")
+    try:
+        if suffix == ".pt":
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        elif suffix == ".npy":
+            loaded = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                loaded = {k: npz[k] for k in npz.files}
+        else:
+            from safetensors.torch import load_file
+
+            loaded = load_file(path)
+    except (OSError, ValueError, RuntimeError) as exc:  # object arrays (pickles) land here too
+        raise DataError(f"{what}: cannot read {path}: {exc}") from None
+    if isinstance(loaded, dict):
+        loaded = _pick_array(loaded, key, path, what)
+    if isinstance(loaded, np.ndarray):
+        loaded = torch.from_numpy(loaded)
+    if not isinstance(loaded, Tensor):
+        raise DataError(f"{what}: {path} holds a {type(loaded).__name__}, not one array")
+    return loaded
+
+
+def _pick_array(arrays: dict, key: str | None, path: Path, what: str):
+    if key is not None:
+        if key not in arrays:
+            raise DataError(f"{what}: {path} has no array '{key}'; it has {sorted(arrays)}")
+        return arrays[key]
+    if len(arrays) != 1:
+        raise DataError(f"{what}: {path} holds {sorted(arrays)}; save exactly one array (or choose one by key)")
+    return next(iter(arrays.values()))
 
 
 def missing_dataset(name: str, root: Path, how: str) -> DataError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -62,6 +63,17 @@ def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
         ann = model.model_fields[part].annotation
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
     return list(model.model_fields) if model is not None else []
+
+
+def validated(model: type[BaseModel], values: Any, *, heading: str, prefix: str = "", separator: str = ":\n") -> Any:
+    """``model.model_validate(values)``, or a :class:`ConfigError` that reads
+    ``heading``, ``separator`` and then one line per problem, each naming its
+    field (under ``prefix``, e.g. ``sampler.steps``).  The one place a
+    pydantic error becomes a user's error."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(heading + separator + format_validation_error(exc, prefix, model)) from None
 
 
 def format_validation_error(err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from .config import ExperimentConfig
 from .data import check_dataset, check_declared_shape
-from .interfaces import BuildContext, Energy, InitialDistribution, Objective, Sampler
+from .interfaces import KIND, PARTS, BuildContext, Energy, InitialDistribution, Objective, Sampler
 from .registry import Registry, default_registry
 
 
@@ -28,15 +28,25 @@ class Experiment:
     objective: Objective
     dataset: Dataset | None = None
     checkpoint: Any = None
+    registry: Registry | None = None  # the registry the parts were built from (None: the default one)
+
+
+def build_section(config: ExperimentConfig, kind: str, registry: Registry, context: BuildContext | None = None) -> Any:
+    """The component a config section names, from the parameters the config
+    already validated when it was checked against this registry."""
+    section = KIND[kind].section
+    comp = config.component(section)
+    params = comp.validated_for(registry.get(kind, comp.name, where=section).cls)
+    return registry.build(kind, comp.name, comp.params if params is None else params, context, where=section)
 
 
 def load_dataset(config: ExperimentConfig, split: str = "train", registry: Registry | None = None) -> tuple[Dataset, tuple[int, ...]]:
     """Load and check one split of the configured dataset."""
     reg = registry or default_registry()
-    source = reg.build("dataset", config.data.name, config.data.params, where="data")
+    source = build_section(config, "dataset", reg)
     dataset = source.load(split)
     shape = check_dataset(dataset, name=config.data.name)
-    check_declared_shape(shape, getattr(source, "ebmkit_spec", {}), name=config.data.name)
+    check_declared_shape(shape, source.ebmkit_spec or {}, name=config.data.name)
     return dataset, shape
 
 
@@ -49,16 +59,13 @@ def build_components(
     seeds python's and numpy's RNGs.
     """
     reg = registry or default_registry()
-    ctx = BuildContext(shape=tuple(shape), dataset=dataset)
+    ctx = BuildContext(shape=tuple(shape), dataset=dataset, registry=reg)
     # Every RNG a component might draw from (plug-ins may use python's or
     # numpy's), so that a seeded run is reproducible end to end.
     torch.manual_seed(config.training.seed)
     random.seed(config.training.seed)
     np.random.seed(config.training.seed % 2**32)
-    return {
-        section: reg.build(kind, getattr(config, section).name, getattr(config, section).params, ctx, where=section)
-        for section, kind in (("energy", "energy"), ("initializer", "initializer"), ("sampler", "sampler"), ("objective", "objective"))
-    }
+    return {kind: build_section(config, kind, reg, ctx) for kind in PARTS}
 
 
 def build_experiment(config: ExperimentConfig, registry: Registry | None = None, dataset: Dataset | None = None) -> Experiment:
@@ -68,7 +75,7 @@ def build_experiment(config: ExperimentConfig, registry: Registry | None = None,
     else:
         shape = check_dataset(dataset, name="(given dataset)")
     parts = build_components(config, shape, dataset, registry)
-    return Experiment(config=config, shape=shape, dataset=dataset, **parts)
+    return Experiment(config=config, shape=shape, dataset=dataset, registry=registry, **parts)
 
 
 def load_trained(path, *, device: str | torch.device = "cpu", registry: Registry | None = None, with_data: bool | None = None) -> Experiment:
@@ -78,7 +85,7 @@ def load_trained(path, *, device: str | torch.device = "cpu", registry: Registry
     from .checkpoint import find_checkpoint
     from .config import parse_config
     from .errors import CheckpointError
-    from .trainer import load_state
+    from .run_state import load_weights
 
     ckpt = find_checkpoint(path)
     if not ckpt.config or "shape" not in ckpt.state:
@@ -93,9 +100,7 @@ def load_trained(path, *, device: str | torch.device = "cpu", registry: Registry
             raise CheckpointError(f"checkpoint {ckpt.path} was trained on data of shape {shape}, but its dataset "
                                   f"'{config.data.name}' now yields {tuple(data_shape)}")
         parts = build_components(config, shape, dataset, registry)
-    load_state(parts["energy"], ckpt.tensors("energy"), "energy", ckpt)
-    if ckpt.has("initializer"):
-        load_state(parts["initializer"], ckpt.tensors("initializer"), "initializer", ckpt)
+    load_weights(ckpt, parts["energy"], parts["initializer"])
     parts["energy"].to(device).eval()
     parts["initializer"].to(device).eval()  # a trained proposal (a VAE) draws with its running statistics
-    return Experiment(config=config, shape=shape, dataset=dataset, checkpoint=ckpt, **parts)
+    return Experiment(config=config, shape=shape, dataset=dataset, checkpoint=ckpt, registry=registry, **parts)

@@ -50,12 +50,26 @@ class BuildContext:
 
     ``shape`` is the per-sample shape of the data, e.g. ``(1, 32, 32)`` or
     ``(2,)``; ``dataset`` is the training set (a ``torch.utils.data.Dataset``
-    of tensors in [-1, 1]) for components that start from data.
+    of tensors in [-1, 1]) for components that start from data;
+    ``registry`` is the registry building this component (set by
+    :meth:`ebmkit.registry.Registry.build`): a component that builds another
+    one (a wrapped sampler, a mask generator) does so through :meth:`build`.
     """
 
     shape: tuple[int, ...] | None = None
     dataset: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    registry: Any = None
+
+    def build(self, kind: str, spec: dict[str, Any], *, where: str) -> Any:
+        """Build the nested component ``spec`` (``{"name": ..., **params}``)
+        from the same registry, with this context; ``where`` names its config field."""
+        if self.registry is None:
+            raise ValueError(f"{where}: a nested component is built through the registry building this one; "
+                             "build through a Registry (Registry.build, ebmkit.create), which sets context.registry")
+        params = dict(spec)
+        name = params.pop("name")
+        return self.registry.build(kind, name, params, self, where=where)
 
     def require_shape(self, who: str) -> tuple[int, ...]:
         if self.shape is None:
@@ -67,6 +81,10 @@ class Component:
     """Mixin giving every component a ``Params`` model and a builder."""
 
     Params: ClassVar[type[BaseModel]] = Params
+    ebmkit_spec: dict[str, Any] | None = None
+    """How the registry built it: ``{"name": ..., **validated params}``
+    (defaults included); checkpoints record it and errors quote it.  ``None``
+    for a component made directly in code."""
 
     @classmethod
     def from_params(cls, params: BaseModel, context: BuildContext) -> Any:
@@ -172,9 +190,17 @@ class SampleResult:
 
 
 class Sampler(Component):
-    """M: runs K steps of a chain from z against an energy."""
+    """M: runs K steps of a chain from z against an energy.
+
+    ``step_size`` and ``noise`` are the coefficients of a Langevin-type update
+    x <- x - step_size * grad U + noise * N(0, I) (see
+    :func:`ebmkit.sampling.langevin_step`); a sampler of another kind leaves
+    them ``None``.  The anatomy diagnostics and the landscape plots read them.
+    """
 
     steps: int
+    step_size: float | None = None
+    noise: float | None = None
 
     def run(
         self,
@@ -201,14 +227,26 @@ class Sampler(Component):
 
 @dataclass
 class ObjectiveOutput:
-    """The loss to minimise and the numbers worth logging."""
+    """The loss to minimise and the numbers worth logging.
+
+    ``gap``: the energy gap mean U(data) - mean U(samples) of this batch, in
+    the energy's own units (before any ``loss_scale``), for objectives that
+    have one: the divergence guard's gap rule and the d_st diagnostic read it
+    (and the trainer logs it as ``gap``).  ``None``: no gap.
+    """
 
     loss: Tensor
     logs: dict[str, float] = field(default_factory=dict)
+    gap: float | None = None
 
 
 class Objective(Component):
-    """Turns (energy, positive batch, negative batch) into a loss."""
+    """Turns (energy, positive batch, negative batch) into a loss.
+
+    ``loss_scale``: the factor the loss carries on top of the gap (2/eps^2
+    under the anatomy recipe), so that d_st = loss_scale * gap."""
+
+    loss_scale: float = 1.0
 
     def __call__(self, energy: nn.Module, positive: Tensor, negative: Tensor) -> ObjectiveOutput:  # pragma: no cover
         raise NotImplementedError
@@ -243,5 +281,42 @@ class MaskGenerator(Component):
         return None
 
 
-KINDS = ("energy", "initializer", "sampler", "objective", "dataset", "mask")
-"""The kinds of component the registry knows, in the order they are built."""
+@dataclass(frozen=True)
+class Kind:
+    """One kind of component: its name, the interface its classes subclass,
+    the pluggy hook that registers them, and the config section that names
+    one (``None``: built on demand, e.g. a mask generator named by another
+    component).  ``part``: built for the data's shape as a part of every run
+    (checkpointed, set_progress each iteration); ``default``: the component a
+    config without that section gets."""
+
+    name: str
+    base: type
+    hook: str
+    section: str | None
+    default: str | None
+    part: bool
+    doc: str
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("dataset", DataSource, "ebmkit_datasets", "data", "mnist5k", False,
+         "Data-source classes (named datasets scaled to [-1, 1])."),
+    Kind("energy", Energy, "ebmkit_energies", "energy", "convnet", True, "Energy classes, U(x): (B, *shape) -> (B,)."),
+    Kind("initializer", InitialDistribution, "ebmkit_initializers", "initializer", "uniform", True,
+         "Initial-distribution classes (p0 of the chains)."),
+    Kind("sampler", Sampler, "ebmkit_samplers", "sampler", "langevin", True, "Sampler classes (the K-step chains)."),
+    Kind("objective", Objective, "ebmkit_objectives", "objective", "maximum-likelihood", True,
+         "Objective classes (losses for the energy)."),
+    Kind("mask", MaskGenerator, "ebmkit_masks", None, None, False,
+         "Mask-generator classes (which pixels an inpainting task hides)."),
+)
+"""The kinds of component, declared once: the registry's hooks and type
+checks, the hook specifications, the config's component sections, the parts
+of an experiment and the CLI's ``--kind`` choices all come from this table."""
+
+KIND = {k.name: k for k in KINDS}
+"""The table by kind name."""
+
+PARTS = tuple(k.name for k in KINDS if k.part)
+"""The kinds built as the parts of every run, in build order."""

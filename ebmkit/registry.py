@@ -13,6 +13,7 @@ name and a dict of parameters validated by the component's pydantic model.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import warnings
 from dataclasses import dataclass
@@ -20,39 +21,19 @@ from functools import lru_cache
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from . import hookspecs
-from .errors import ConfigError, PluginError, format_validation_error, suggest
-from .interfaces import (
-    BuildContext,
-    DataSource,
-    Energy,
-    InitialDistribution,
-    MaskGenerator,
-    Objective,
-    Sampler,
-)
+from .errors import ConfigError, PluginError, suggest, validated
+from .interfaces import KIND, KINDS, BuildContext, DataSource, Energy, InitialDistribution, MaskGenerator, Objective, Sampler
 
 ENTRY_POINT_GROUP = "ebmkit"
 DISTRIBUTION = "shortrun-ebm"
 
-HOOKS = {
-    "energy": "ebmkit_energies",
-    "initializer": "ebmkit_initializers",
-    "sampler": "ebmkit_samplers",
-    "objective": "ebmkit_objectives",
-    "dataset": "ebmkit_datasets",
-    "mask": "ebmkit_masks",
-}
-BASES = {
-    "energy": Energy,
-    "initializer": InitialDistribution,
-    "sampler": Sampler,
-    "objective": Objective,
-    "dataset": DataSource,
-    "mask": MaskGenerator,
-}
+HOOKS = {k.name: k.hook for k in KINDS}
+"""Kind -> hook name (from :data:`ebmkit.interfaces.KINDS`)."""
+BASES = {k.name: k.base for k in KINDS}
+"""Kind -> the interface its classes subclass (from :data:`ebmkit.interfaces.KINDS`)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +75,7 @@ class Registry:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._sources: dict[str, str] = {}
+        self._found: dict[str, dict[str, Registered]] = {}  # the hooks' answers per kind, until the next register
         self.failures: list[LoadFailure] = []
         if load_entry_points:
             self._load_entry_points()
@@ -129,12 +111,19 @@ class Registry:
         if pname is None:
             raise PluginError(f"plug-in {name or plugin!r} is blocked")
         self._sources[pname] = source
+        self._found.clear()
         return pname
 
     # -- lookup --------------------------------------------------------------
     def components(self, kind: str) -> dict[str, Registered]:
         """Every component of ``kind``, by name.  Two plug-ins claiming one
-        name is an error that names both."""
+        name is an error that names both.  The hooks run once per kind and
+        registry; :meth:`register` forgets their answers."""
+        if kind not in self._found:
+            self._found[kind] = self._collect(kind)
+        return dict(self._found[kind])
+
+    def _collect(self, kind: str) -> dict[str, Registered]:
         hook = getattr(self.pm.hook, self._hook(kind))
         found: dict[str, Registered] = {}
         for impl in hook.get_hookimpls():  # registration order
@@ -146,10 +135,10 @@ class Registry:
                 raise PluginError(f"plug-in '{impl.plugin_name}': {self._hook(kind)}() must return a dict name -> class")
             for cname, cls in mapping.items():
                 reg = Registered(kind, cname, cls, impl.plugin_name, self._sources.get(impl.plugin_name, "?"))
-                if not (isinstance(cls, type) and issubclass(cls, BASES[kind])):
+                base = KIND[kind].base
+                if not (isinstance(cls, type) and issubclass(cls, base)):
                     raise PluginError(
-                        f"{kind} '{cname}' from plug-in '{impl.plugin_name}' is not a subclass of "
-                        f"ebmkit.{BASES[kind].__name__}"
+                        f"{kind} '{cname}' from plug-in '{impl.plugin_name}' is not a subclass of ebmkit.{base.__name__}"
                     )
                 if cname in found and found[cname].cls is not cls:
                     raise PluginError(
@@ -174,13 +163,8 @@ class Registry:
     def validate(self, kind: str, name: str, params: dict[str, Any] | None = None, *, where: str = "") -> BaseModel:
         """Validate ``params`` against the component's ``Params`` model."""
         reg = self.get(kind, name, where=where)
-        model = reg.cls.Params
-        try:
-            return model.model_validate(dict(params or {}))
-        except ValidationError as exc:
-            raise ConfigError(
-                f"bad parameters for {kind} '{name}':\n" + format_validation_error(exc, where or kind, model)
-            ) from None
+        return validated(reg.cls.Params, dict(params or {}), heading=f"bad parameters for {kind} '{name}'",
+                         prefix=where or kind)
 
     def build(
         self,
@@ -192,12 +176,17 @@ class Registry:
         where: str = "",
     ) -> Any:
         """Build one component.  ``params`` may be a dict (validated here) or
-        an already validated ``Params`` instance."""
+        an already validated ``Params`` instance.  The context carries this
+        registry, so a component that builds another (a wrapped sampler, a
+        mask generator) builds it here too (:meth:`BuildContext.build`)."""
         reg = self.get(kind, name, where=where)
         if not isinstance(params, BaseModel):
             params = self.validate(kind, name, params, where=where)
+        context = context or BuildContext()
+        if context.registry is None:
+            context = dataclasses.replace(context, registry=self)
         try:
-            obj = reg.cls.from_params(params, context or BuildContext())
+            obj = reg.cls.from_params(params, context)
         except (ValueError, TypeError) as exc:  # the component rejected its inputs
             raise ConfigError(f"{where or kind} '{name}': {exc}") from exc
         # Remember how it was built, so checkpoints can rebuild it.
@@ -209,9 +198,9 @@ class Registry:
 
     @staticmethod
     def _hook(kind: str) -> str:
-        if kind not in HOOKS:
-            raise ConfigError(f"unknown component kind '{kind}'; kinds: {', '.join(HOOKS)}")
-        return HOOKS[kind]
+        if kind not in KIND:
+            raise ConfigError(f"unknown component kind '{kind}'; kinds: {', '.join(KIND)}")
+        return KIND[kind].hook
 
 
 @lru_cache(maxsize=1)

@@ -1,4 +1,6 @@
-"""Helpers for writing samplers."""
+"""Helpers for writing samplers: frozen weights, input gradients, the chain's
+memory format, seeded draws, and the Langevin update rule with its two forms
+(coupled epsilon or decoupled step and noise)."""
 
 from __future__ import annotations
 
@@ -76,3 +78,35 @@ def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def langevin_coefficients(epsilon: float | None = None, step_size: float | None = None, noise: float | None = None, *,
+                          default_epsilon: float | None = None, default_step: float = 1.0,
+                          default_noise: float = 0.01) -> tuple[float, float]:
+    """(step, noise sd) of the Langevin update.  Coupled (textbook) form:
+    ``epsilon`` gives step = epsilon^2 / 2 and noise = epsilon.  Decoupled
+    form (the short-run paper): ``step_size`` and ``noise`` as given, a missing
+    one from ``default_step`` / ``default_noise``.  With nothing given,
+    ``default_epsilon`` (when set) picks the coupled form."""
+    if epsilon is None and step_size is None and noise is None:
+        epsilon = default_epsilon
+    if epsilon is not None:
+        return epsilon**2 / 2.0, epsilon
+    return (default_step if step_size is None else step_size), (default_noise if noise is None else noise)
+
+
+def langevin_step(x: Tensor, grad: Tensor, step: float, noise_sd: float, xi: Tensor | None = None, *,
+                  inplace: bool = False) -> Tensor:
+    """x - step * grad + noise_sd * xi: one Langevin move (``xi`` ~ N(0, I);
+    no noise term when ``noise_sd`` is 0 or ``xi`` is None).  ``inplace``
+    updates x itself (a chain that keeps no graph); otherwise a new tensor,
+    differentiable in x, grad and xi."""
+    if inplace:
+        x.sub_(grad, alpha=step)
+        if noise_sd > 0 and xi is not None:
+            x.add_(xi, alpha=noise_sd)
+        return x
+    x = x - step * grad
+    if noise_sd > 0 and xi is not None:
+        x = x + noise_sd * xi
+    return x

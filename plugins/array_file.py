@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 import ebmkit
 from ebmkit import DataSource
-from ebmkit.data import TensorImages, fit_size, set_channels, split_tensor
+from ebmkit.data import TensorImages, fit_size, load_array, set_channels, split_tensor
 from ebmkit.errors import DataError
 from ebmkit_plugins.image_datasets import ImageParams
 
@@ -52,31 +52,8 @@ class ArrayFile(DataSource):
         self.image_size, self.channels, self.resize, self.limit = image_size, channels, resize, limit
 
     def _read(self) -> np.ndarray:
-        if not self.path.is_file():
-            raise DataError(f"dataset 'array-file': no file {self.path}")
-        suffix = self.path.suffix.lower()
-        try:
-            if suffix == ".npy":
-                return np.load(self.path, allow_pickle=False)
-            if suffix == ".npz":
-                with np.load(self.path, allow_pickle=False) as npz:
-                    return self._pick({k: npz[k] for k in npz.files})
-            if suffix == ".safetensors":
-                from safetensors.numpy import load_file
-
-                return self._pick(load_file(self.path))
-        except ValueError as exc:  # object arrays (pickles) land here too
-            raise DataError(f"dataset 'array-file': cannot read {self.path}: {exc}") from None
-        raise DataError(f"dataset 'array-file': {self.path} is not a .npy, .npz or .safetensors file")
-
-    def _pick(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        if self.key is not None:
-            if self.key not in arrays:
-                raise DataError(f"dataset 'array-file': {self.path} has no array '{self.key}'; it has {sorted(arrays)}")
-            return arrays[self.key]
-        if len(arrays) != 1:
-            raise DataError(f"dataset 'array-file': {self.path} holds {sorted(arrays)}; choose one with data.key")
-        return next(iter(arrays.values()))
+        return load_array(self.path, key=self.key, what="dataset 'array-file'",
+                          suffixes=(".npy", ".npz", ".safetensors")).numpy()
 
     def load(self, split: str = "train") -> TensorImages:
         raw = self._read()

@@ -43,13 +43,19 @@ class ClampedSampler(Sampler):
 
     @classmethod
     def from_params(cls, params, context) -> "ClampedSampler":
-        spec = dict(params.inner)
-        name = spec.pop("name")
-        return cls(ebmkit.default_registry().build("sampler", name, spec, context, where="sampler.inner"))
+        return cls(context.build("sampler", params.inner, where="sampler.inner"))  # from the registry building this one
 
     @property
     def steps(self) -> int:
         return self.inner.steps
+
+    @property
+    def step_size(self) -> float | None:  # the inner chain's update rule is this chain's
+        return self.inner.step_size
+
+    @property
+    def noise(self) -> float | None:
+        return self.inner.noise
 
     def set_progress(self, iteration: int, total: int) -> dict[str, float]:
         return self.inner.set_progress(iteration, total)

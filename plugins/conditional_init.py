@@ -65,9 +65,7 @@ class MaskedInit(ConditionalInitializer):
         shape = context.require_shape("masked")
         if len(shape) != 3:
             raise ValueError(f"initializer 'masked' needs images (C, H, W), got data shape {shape}")
-        spec = dict(params.mask)
-        name = spec.pop("name")
-        masks = ebmkit.default_registry().build("mask", name, spec, where="initializer.mask")
+        masks = context.build("mask", params.mask, where="initializer.mask")  # from the registry building this one
         return cls(shape, masks, params.fill)
 
     def sample(self, n: int, *, data: Tensor | None = None) -> Tensor:

@@ -146,11 +146,9 @@ class ConditionalVAEInit(KLWarmup, ConditionalInitializer):
 
     @classmethod
     def from_params(cls, params: ConditionalVAEParams, context: BuildContext) -> "ConditionalVAEInit":
-        spec = dict(params.condition)
-        name = spec.pop("name")
-        if name == "conditional-vae":
+        if params.condition["name"] == "conditional-vae":
             raise ConfigError("initializer.condition: 'conditional-vae' cannot draw its own condition; use 'masked' or 'paired'")
-        source = ebmkit.default_registry().build("initializer", name, spec, context, where="initializer.condition")
+        source = context.build("initializer", params.condition, where="initializer.condition")
         return cls(context.require_shape("conditional-vae"), source, **params.model_dump(exclude={"condition"}))
 
     # -- proposals ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Langevin and gradient-descent samplers.
 
-Langevin: x <- x - step * grad_x U(x) + noise * N(0, I).
+Langevin: x <- x - step * grad_x U(x) + noise * N(0, I)
+(:func:`ebmkit.sampling.langevin_step`, shared with ``mala``).
 
 * coupled (textbook): give ``epsilon``; step = epsilon^2 / 2, noise = epsilon.
 * decoupled (the short-run paper's recipe): give ``step_size`` and ``noise``
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 
 import ebmkit
 from ebmkit import SampleResult, Sampler
-from ebmkit.sampling import chain_memory_format, frozen, input_gradient
+from ebmkit.sampling import chain_memory_format, frozen, input_gradient, langevin_coefficients, langevin_step
 
 
 def _grad_clip_field():
@@ -67,10 +68,8 @@ class LangevinParams(ebmkit.Params):
         return self
 
     def resolved(self) -> tuple[float, float]:
-        """(step, noise sd)."""
-        if self.epsilon is not None:
-            return self.epsilon**2 / 2.0, self.epsilon
-        return (1.0 if self.step_size is None else self.step_size), (0.01 if self.noise is None else self.noise)
+        """(step, noise sd); default: the decoupled form, step 1 and noise 0.01."""
+        return langevin_coefficients(self.epsilon, self.step_size, self.noise)
 
 
 class LangevinSampler(Sampler):
@@ -110,9 +109,8 @@ class LangevinSampler(Sampler):
                 (g,) = torch.autograd.grad(energy(x).sum(), x, create_graph=True)
                 grad_norm[k] = g.detach().flatten(1).norm(dim=1).mean()
                 g = self.clip(g)
-                x = x - self.step_size * g
-                if self.noise > 0:
-                    x = x + self.noise * (noise[k] if noise is not None else torch.randn_like(x))
+                xi = (noise[k] if noise is not None else torch.randn_like(x)) if self.noise > 0 else None
+                x = langevin_step(x, g, self.step_size, self.noise, xi)
                 if k + 1 in record:
                     trajectory[k + 1] = x.detach().clone()
             return SampleResult(x=x, grad_norm=grad_norm, trajectory=trajectory)
@@ -131,10 +129,9 @@ class LangevinSampler(Sampler):
                 g = gradient(x)
                 grad_norm[k] = torch.linalg.vector_norm(g, dim=dims).mean() if dims else g.abs().mean()
                 g = self.clip(g)  # the logged norm stays the unclipped one
-                x.sub_(g, alpha=self.step_size)
-                if self.noise > 0:
-                    x.add_(noise[k] if noise is not None else torch.randn(x.shape, dtype=x.dtype, device=x.device),
-                           alpha=self.noise)
+                xi = ((noise[k] if noise is not None else torch.randn(x.shape, dtype=x.dtype, device=x.device))
+                      if self.noise > 0 else None)
+                langevin_step(x, g, self.step_size, self.noise, xi, inplace=True)
                 if k + 1 in record:
                     trajectory[k + 1] = x.clone(memory_format=torch.contiguous_format)
         return SampleResult(x=x.contiguous(), grad_norm=grad_norm, trajectory=trajectory)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 import ebmkit
 from ebmkit import SampleResult, Sampler
-from ebmkit.sampling import frozen
+from ebmkit.sampling import frozen, langevin_coefficients, langevin_step
 
 
 class MALAParams(ebmkit.Params):
@@ -40,11 +40,9 @@ class MALAParams(ebmkit.Params):
         return self
 
     def resolved(self) -> tuple[float, float]:
-        """(step, noise sd); default: coupled with epsilon = 0.01."""
-        if self.step_size is not None:
-            return self.step_size, self.noise
-        eps = 0.01 if self.epsilon is None else self.epsilon
-        return eps**2 / 2.0, eps
+        """(step, noise sd); default: coupled with epsilon = 0.01 (the langevin
+        sampler's rule, :func:`ebmkit.sampling.langevin_coefficients`)."""
+        return langevin_coefficients(self.epsilon, self.step_size, self.noise, default_epsilon=0.01)
 
 
 class MALASampler(Sampler):
@@ -86,7 +84,7 @@ class MALASampler(Sampler):
             for k in range(k_steps):
                 grad_norm[k] = g_x.flatten(1).norm(dim=1).mean()
                 xi = noise[k] if noise is not None else torch.randn_like(x)
-                y = x - s * g_x + sd * xi
+                y = langevin_step(x, g_x, s, sd, xi)  # the proposal: one Langevin move
                 u_y, g_y = self._energy_and_grad(energy, y)
                 with torch.no_grad():
                     forward = (y - x + s * g_x).flatten(1).pow(2).sum(1)   # -2 sd^2 log q(y | x)

@@ -81,7 +81,7 @@ class MaximumLikelihood(Objective):
             logs["energy_penalty"] = penalty.item()
         if self.loss_scale != 1.0:  # anatomy scaling of the whole loss (gap term and any penalty)
             loss = loss * self.loss_scale
-        return ObjectiveOutput(loss=loss, logs=logs)
+        return ObjectiveOutput(loss=loss, logs=logs, gap=logs["gap"])
 
 
 @ebmkit.hookimpl

@@ -192,7 +192,7 @@ class VAEInitializer(KLWarmup, InitialDistribution):
     def from_params(cls, params: VAEParams, context: BuildContext) -> "VAEInitializer":
         return cls(context.require_shape("vae"), **params.model_dump())
 
-    # -- the latent-variable interface (ebmkit.cooperative uses these) --------------------
+    # -- the latent-variable interface (ebmkit.generation.cooperative uses these) --------------------
     def sample_latent(self, n: int) -> Tensor:
         return torch.randn(n, self.latent_dim, device=self.device)
 

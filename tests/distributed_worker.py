@@ -22,7 +22,7 @@ from ebmkit.cli import main as cli_main
 from ebmkit.config import parse_config
 from ebmkit.experiment import build_experiment
 from ebmkit.registry import Registry
-from ebmkit.trainer import Callback, Trainer
+from ebmkit.training.loop import Callback, Trainer
 
 
 class MirrorInit(ebmkit.InitialDistribution):

@@ -7,10 +7,10 @@
                      NAME, e.g. ``save_checkpoint:2:60`` (half-way through the
                      second checkpoint write) or ``_delete:1:4`` (an old
                      checkpoint renamed away but not yet deleted).
---kill-at-line N     SIGKILL at the N-th line executed in ebmkit/trainer.py
-                     (anywhere in the training loop).
+--kill-at-line N     SIGKILL at the N-th line executed in the training loop
+                     (ebmkit/training/loop.py and ebmkit/run_state.py).
 --count-to FILE      write, as JSON, the number of lines executed in
-                     trainer.py and, per call of save_checkpoint, in
+                     the training loop and, per call of save_checkpoint, in
                      checkpoint.py (to choose kill points).
 --fsize-after-saves K:BYTES
                      once K checkpoints are written, cap the size of any file
@@ -31,7 +31,7 @@ import signal
 import sys
 
 CHECKPOINT_PY = os.path.join("ebmkit", "checkpoint.py")
-TRAINER_PY = os.path.join("ebmkit", "trainer.py")
+TRAINER_PY = (os.path.join("ebmkit", "training", "loop.py"), os.path.join("ebmkit", "run_state.py"))
 
 
 class FaultTracer:

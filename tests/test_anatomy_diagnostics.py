@@ -9,12 +9,12 @@ from torch import nn
 
 from ebmkit.cli import main as cli_main
 from ebmkit.config import OptimizerConfig, ScheduleConfig, parse_config
-from ebmkit.diagnostics import (
+from ebmkit.training.diagnostics import (
     COLUMNS, Diagnostics, autocorrelation, chain_gradient_magnitude, energy_difference, gradient_magnitude,
 )
 from ebmkit.experiment import build_experiment
-from ebmkit.schedule import lr_factor
-from ebmkit.trainer import Trainer
+from ebmkit.training.schedule import lr_factor
+from ebmkit.training.loop import Trainer
 from ebmkit_plugins.langevin import LangevinSampler
 from ebmkit_plugins.maximum_likelihood import MaximumLikelihood
 

@@ -5,7 +5,7 @@ import torch
 from ebmkit.config import parse_config
 from ebmkit.distributed import sharded_names
 from ebmkit.experiment import build_experiment, load_trained
-from ebmkit.trainer import Trainer
+from ebmkit.training.loop import Trainer
 from ebmkit_plugins.chain_initializers import DataInit, PersistentInit
 
 

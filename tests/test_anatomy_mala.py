@@ -8,7 +8,7 @@ from ebmkit.config import parse_config
 from ebmkit.errors import ConfigError
 from ebmkit.experiment import build_experiment
 from ebmkit.registry import default_registry
-from ebmkit.trainer import Trainer
+from ebmkit.training.loop import Trainer
 from ebmkit_plugins.mala import MALASampler
 
 

@@ -7,9 +7,9 @@ import torch
 
 from ebmkit.config import parse_config
 from ebmkit.experiment import build_experiment
-from ebmkit.landscape import landscape_panels, plot_landscape, sampler_beta
+from ebmkit.training.landscape import landscape_panels, plot_landscape, sampler_beta
 from ebmkit.metrics.toy import grid, kde_log_density, kl_on_grid, mmd, toy_distances
-from ebmkit.trainer import Trainer
+from ebmkit.training.loop import Trainer
 from ebmkit_plugins.langevin import LangevinSampler
 from ebmkit_plugins.toy_datasets import GaussianMixtureCircle, Rings
 

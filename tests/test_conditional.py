@@ -12,8 +12,8 @@ from ebmkit.conditional import bound, masked_condition
 from ebmkit.config import parse_config
 from ebmkit.errors import ConfigError
 from ebmkit.experiment import build_experiment, load_dataset, load_trained
-from ebmkit.inpainting import ebm_fill, inpainting_scores, mean_fill, missing_psnr, nearest_fill
-from ebmkit.trainer import Trainer
+from ebmkit.generation.inpainting import ebm_fill, inpainting_scores, mean_fill, missing_psnr, nearest_fill
+from ebmkit.training.loop import Trainer
 
 
 def _model(nf=8, size=8):

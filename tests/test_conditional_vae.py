@@ -11,8 +11,8 @@ from ebmkit import create, create_initializer
 from ebmkit.config import parse_config
 from ebmkit.errors import ConfigError
 from ebmkit.experiment import build_experiment, load_dataset, load_trained
-from ebmkit.inpainting import ebm_fill, mean_fill, missing_psnr
-from ebmkit.trainer import Trainer
+from ebmkit.generation.inpainting import ebm_fill, mean_fill, missing_psnr
+from ebmkit.training.loop import Trainer
 from ebmkit_plugins.conditional_vae import ConditionalVAEInit
 
 CENTRE = {"name": "masked", "mask": {"name": "centre", "fraction": 0.5}, "fill": "zeros"}
@@ -154,7 +154,7 @@ def test_checkpoint_resume_and_inpaint_with_the_cooperative_model(tiny, tmp_path
 
 
 def test_generator_inpaints_reproducibly_per_seed(tiny):
-    from ebmkit.generator import ShortRunGenerator
+    from ebmkit.generation.generator import ShortRunGenerator
 
     trainer = Trainer(build_experiment(_config(tiny, training={"iterations": 2})))
     trainer.fit()

@@ -1,5 +1,5 @@
 """Cooperative EBM + VAE learning: the VAE initializer, its training step,
-checkpoints and generation (plugins/vae_initializer.py, ebmkit/cooperative.py)."""
+checkpoints and generation (plugins/vae_initializer.py, ebmkit/generation/cooperative.py)."""
 
 import json
 import math
@@ -11,7 +11,7 @@ from ebmkit import cooperative
 from ebmkit.config import parse_config
 from ebmkit.errors import ConfigError
 from ebmkit.experiment import build_experiment
-from ebmkit.trainer import Trainer
+from ebmkit.training.loop import Trainer
 from ebmkit_plugins.langevin import LangevinSampler
 from ebmkit_plugins.vae_initializer import VAEInitializer
 

@@ -11,11 +11,13 @@ import torch
 
 from ebmkit.checkpoint import list_checkpoints
 from ebmkit.cli import main
-from ebmkit.config import DivergenceConfig, parse_config
-from ebmkit.divergence import DivergenceGuard
+from ebmkit.config import DivergenceConfig, ScheduleConfig, parse_config
 from ebmkit.errors import DivergenceError
 from ebmkit.experiment import build_experiment
-from ebmkit.trainer import Callback, Trainer
+from ebmkit.interfaces import ObjectiveOutput
+from ebmkit.training.divergence import DivergenceGuard
+from ebmkit.training.loop import Callback, Trainer
+from ebmkit.training.schedule import LearningRate
 
 
 def _faulty(tiny, *, at, fault="nan", times=1, divergence=None, **training):
@@ -39,13 +41,12 @@ def _names(run: Path):
 
 
 def _guard(**cfg):
-    return DivergenceGuard(DivergenceConfig(**cfg), base_lrs=[1e-3])
+    return DivergenceGuard(DivergenceConfig(**cfg))
 
 
-class _Out:
-    def __init__(self, gap, loss=None):
-        self.loss = torch.tensor(gap if loss is None else loss)
-        self.logs = {"energy_data": gap, "energy_samples": 0.0, "gap": gap}
+def _Out(gap, loss=None):
+    return ObjectiveOutput(loss=torch.tensor(gap if loss is None else loss),
+                           logs={"energy_data": gap, "energy_samples": 0.0, "gap": gap}, gap=gap)
 
 
 class _Chain:
@@ -86,7 +87,7 @@ def test_non_finite_checks_name_what_went_wrong():
         _guard().check_forward(4, _Out(math.nan), _Chain())
     with pytest.raises(DivergenceError, match=r"iteration 5: the gradient .* parameters is non-finite \(norm nan\)"):
         _guard().check_gradients(5, torch.tensor(math.nan))
-    scaled = DivergenceGuard(DivergenceConfig(), base_lrs=[1.0], scaled_gradients=True)
+    scaled = DivergenceGuard(DivergenceConfig(), scaled_gradients=True)
     scaled.check_gradients(5, torch.tensor(math.inf))  # fp16 loss scaling: an overflow is routine
     scaled.check_logs(5, {"grad_norm": math.inf, "loss": 0.1})
 
@@ -98,12 +99,12 @@ def test_the_gap_window_travels_with_the_checkpoint():
     a.lr_scale, a.rollbacks = 0.25, 2
     state = json.loads(json.dumps(a.state_dict()))  # as stored in state.json
 
-    class T:
-        base_lrs = [1e-3]
-
-    b, t = _guard(gap_window=3), T()
-    b.load_state_dict(state, t)
-    assert list(b.gaps) == [0.5, 0.25, 1.0] and b.rollbacks == 2 and t.base_lrs == [0.25e-3]
+    b = _guard(gap_window=3)
+    b.load_state_dict(state)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    lr = LearningRate(optimizer, ScheduleConfig(), total=10)  # the one writer of the rate reads the guard's factor
+    assert list(b.gaps) == [0.5, 0.25, 1.0] and b.rollbacks == 2 and lr.bases(b.lr_scale) == [0.25e-3]
+    assert lr.apply(0, b.lr_scale) == 0.25e-3 and optimizer.param_groups[0]["lr"] == 0.25e-3
 
 
 # -- in the trainer -------------------------------------------------------------------

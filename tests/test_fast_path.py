@@ -136,7 +136,7 @@ def test_training_uses_the_fast_path_and_learns_the_same(tiny, monkeypatch):
     and the fast run really went through the written-out gradient."""
     from ebmkit.config import parse_config
     from ebmkit.experiment import build_experiment
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
     from ebmkit_plugins.convnet import ConvNetEnergy
 
     calls = []
@@ -175,7 +175,7 @@ def test_speed_benchmark_quick_mode_writes_its_tables(tmp_path):
 def test_performance_section_sets_channels_last_weights(tiny, setting, expected):
     from ebmkit.config import parse_config
     from ebmkit.experiment import build_experiment
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     cfg = parse_config(tiny(performance={"channels_last": setting}))
     trainer = Trainer(build_experiment(cfg))
@@ -188,7 +188,7 @@ def test_performance_threads_and_bad_values(tiny):
     from ebmkit.config import parse_config
     from ebmkit.errors import ConfigError
     from ebmkit.experiment import build_experiment
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     before = torch.get_num_threads()
     try:
@@ -206,7 +206,7 @@ def test_performance_compile_flag_compiles_the_energy(tiny, monkeypatch):
     """The flag reaches torch.compile (replaced here: compiling takes minutes on this CPU)."""
     from ebmkit.config import parse_config
     from ebmkit.experiment import build_experiment
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     seen = []
     monkeypatch.setattr(torch, "compile", lambda module: seen.append(module) or module)

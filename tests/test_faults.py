@@ -239,11 +239,11 @@ def _make_writable(path: Path) -> None:
 
 
 def test_an_unwritable_checkpoint_folder_stops_the_run_and_keeps_the_last_checkpoint(tiny, tmp_path, capsys, monkeypatch):
-    import ebmkit.trainer
+    import ebmkit.run_state
 
     cfg = _write(tiny(training={"iterations": 9, "checkpoint_every": 3}), tmp_path / "c.json")
     ckdir = tmp_path / "run" / "checkpoints"
-    real = ebmkit.trainer.save_checkpoint
+    real = ebmkit.run_state.save_checkpoint
     locked = []
 
     def save_then_lock(directory, *args, **kw):
@@ -251,7 +251,7 @@ def test_an_unwritable_checkpoint_folder_stops_the_run_and_keeps_the_last_checkp
         locked.append(_make_unwritable(Path(directory)))
         return path
 
-    monkeypatch.setattr(ebmkit.trainer, "save_checkpoint", save_then_lock)
+    monkeypatch.setattr(ebmkit.run_state, "save_checkpoint", save_then_lock)
     try:
         rc = main(["train", str(cfg)])
     finally:

@@ -9,7 +9,7 @@ from torch import nn
 
 from ebmkit import create_energy, create_initializer, create_sampler
 from ebmkit.errors import ConfigError, DataError
-from ebmkit.generator import ShortRunGenerator, evenly_spaced_steps, interpolation_weights
+from ebmkit.generation.generator import ShortRunGenerator, evenly_spaced_steps, interpolation_weights
 
 SHAPE = (1, 8, 8)
 
@@ -119,7 +119,7 @@ def test_reconstruction_recovers_z_exactly_for_a_linear_energy():
 def test_reconstruction_lowers_the_error_on_a_tiny_trained_model(tiny):
     from ebmkit.config import parse_config
     from ebmkit.experiment import build_experiment, load_dataset
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     cfg = parse_config(tiny(training={"iterations": 6}))
     exp = build_experiment(cfg)

@@ -17,7 +17,7 @@ def checkpoints(tmp_path_factory):
 
     from ebmkit.config import parse_config
     from ebmkit.experiment import build_experiment
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     root = tmp_path_factory.mktemp("generator")
     runs = {}

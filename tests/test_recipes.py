@@ -10,7 +10,7 @@ import pytest
 from ebmkit.cli import preset_names, resolve_config_path
 from ebmkit.config import load_config
 from ebmkit.experiment import build_experiment
-from ebmkit.trainer import Trainer
+from ebmkit.training.loop import Trainer
 
 CPU_PRESETS = ("digits-cpu", "mnist5k-cpu", "patches-cpu")
 SHORT = {"digits-cpu": [], "mnist5k-cpu": ["data.limit=300"], "patches-cpu": ["data.count=300"]}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ebmkit.config import ScheduleConfig
-from ebmkit.schedule import apply_lr, lr_factor
+from ebmkit.training.schedule import apply_lr, lr_factor
 
 
 def test_warmup_is_linear_then_flat():

@@ -10,7 +10,7 @@ from torch import nn
 import ebmkit
 from ebmkit.config import parse_config
 from ebmkit.errors import ConfigError
-from ebmkit.schedule import lr_factor
+from ebmkit.training.schedule import lr_factor
 
 
 class Linear(ebmkit.Energy):
@@ -100,7 +100,7 @@ def test_data_noise_anneals_linearly_after_the_start_fraction():
 
 def test_annealed_sigma_is_logged_by_the_trainer(tiny, tmp_path):
     from ebmkit.experiment import build_experiment
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     cfg = parse_config(tiny(objective={"data_noise": 0.04, "data_noise_final": 0.0, "data_noise_anneal_start": 0.5}))
     Trainer(build_experiment(cfg)).fit()
@@ -184,7 +184,7 @@ def test_spectral_norm_makes_every_layer_unit_norm(name, shape):
 
 def test_warmup_and_late_linear_annealing_from_the_config(tiny, tmp_path):
     from ebmkit.experiment import build_experiment
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     schedule = {"warmup": 2, "decay": "linear", "start": 0.5}
     cfg = parse_config(tiny(optimizer={"lr": 1e-3, "schedule": schedule}, training={"iterations": 6}))

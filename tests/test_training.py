@@ -9,7 +9,7 @@ from ebmkit.checkpoint import find_checkpoint, list_checkpoints
 from ebmkit.cli import main
 from ebmkit.config import parse_config
 from ebmkit.experiment import build_experiment, load_trained
-from ebmkit.trainer import Trainer
+from ebmkit.training.loop import Trainer
 
 
 def test_short_run_on_shipped_data_lowers_the_gap_and_checkpoints(tiny, tmp_path, capsys):

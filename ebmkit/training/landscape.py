@@ -14,16 +14,16 @@ from pathlib import Path
 
 from torch import Tensor
 
-from .images import save_figure
-from .metrics.toy import energy_log_density, grid, kde_log_density, normalise_on_grid
+from ..images import save_figure
+from ..metrics.toy import energy_log_density, grid, kde_log_density, normalise_on_grid
 
 
 def sampler_beta(sampler) -> float:
     """Inverse temperature of the distribution a Langevin-type sampler targets."""
-    beta = getattr(sampler, "beta", None)
+    beta = getattr(sampler, "beta", None)  # a sampler that states its target (mala)
     if beta is not None:
         return float(beta)
-    step, noise = getattr(sampler, "step_size", None), getattr(sampler, "noise", None)
+    step, noise = sampler.step_size, sampler.noise  # declared by Sampler
     if step and noise:
         return 2.0 * float(step) / float(noise) ** 2
     return 1.0

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +33,15 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .errors import ConfigError, DataError, format_validation_error
-from .interfaces import InitialDistribution, Params, Sampler
-from .sampling import frozen, seeded
+from ..conditional import batch_condition, bound
+from ..data import random_batch
+from ..errors import ConfigError, DataError, validated
+from ..interfaces import InitialDistribution, Params, SampleResult, Sampler
+from ..sampling import frozen, seeded
 
 
 class ReconstructParams(Params):
@@ -56,14 +59,6 @@ class ReconstructParams(Params):
     record: tuple[NonNegativeInt, ...] = Field((), description="optimiser iterations at which M(z) goes into the path "
                                     "(0 = the start); the last iteration is always recorded")
     seed: int = Field(0, description="seeds the starting z drawn from p0")
-
-
-def validated(model: type[Params], values: dict[str, Any], where: str) -> Any:
-    """``model(**values)``, or a ConfigError naming the bad field."""
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        raise ConfigError(f"bad {where} parameters:\n" + format_validation_error(exc, where, model)) from None
 
 
 @dataclass
@@ -108,20 +103,26 @@ class ShortRunGenerator:
     """x = M_theta(z): the K-step chain of a trained energy as a generator.
 
     Build it from a checkpoint with :meth:`from_checkpoint`, or from the parts.
-    The energy is put in eval mode; its weights never change here.
+    The energy is put in eval mode (unless ``eval_mode=False``: the trainer's
+    view of a model in training); its weights never change here.  Every chain
+    it runs goes through :meth:`chain`, and every fresh sample through
+    :meth:`draw`: the trainer's grids, ``ebmkit sample`` and :meth:`generate`
+    are one path.  ``autocast``: a context factory for mixed precision
+    (the trainer passes accelerate's).
     """
 
     def __init__(self, energy: nn.Module, sampler: Sampler, initializer: InitialDistribution, shape: tuple[int, ...], *,
-                 dataset: Any = None) -> None:
-        self.energy, self.sampler, self.initializer = energy.eval(), sampler, initializer
+                 dataset: Any = None, eval_mode: bool = True, autocast: Any = None) -> None:
+        self.energy, self.sampler, self.initializer = (energy.eval() if eval_mode else energy), sampler, initializer
         self.shape, self.dataset = tuple(shape), dataset
+        self.autocast = autocast or nullcontext
         self.experiment: Any = None  # the loaded Experiment, when built by from_checkpoint
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", with_data: bool | None = None
                         ) -> "ShortRunGenerator":
         """Rebuild from a checkpoint or run folder (see :func:`ebmkit.experiment.load_trained`)."""
-        from .experiment import load_trained
+        from ..experiment import load_trained
 
         exp = load_trained(path, device=device, with_data=with_data)
         gen = cls(exp.energy, exp.sampler, exp.initializer, exp.shape, dataset=exp.dataset)
@@ -141,20 +142,36 @@ class ShortRunGenerator:
         """K, the chain length the sampler was trained with."""
         return int(self.sampler.steps)
 
+    def chain(self, z: Tensor, **run: Any) -> SampleResult:
+        """The sampler's chain from ``z`` against the energy (keyword arguments
+        as :meth:`~ebmkit.interfaces.Sampler.run`), bound to the condition the
+        initializer drew last (conditional models), under ``autocast``."""
+        with bound(self.energy, batch_condition(self.initializer)), self.autocast():
+            return self.sampler.run(self.energy, z, **run)
+
+    def draw(self, n: int, *, steps: int | None = None, data: Tensor | None = None) -> Tensor:
+        """n fresh samples from the RNG's current state: z ~ p0 (for an
+        initializer that reads data, ``data`` or a batch of the dataset picked
+        at random), then the chain."""
+        if self.initializer.needs_data and data is None:
+            data = self.data_batch(n)
+        z = self.initializer.sample(n, data=data).to(self.device)
+        return self.chain(z, steps=steps).x.detach()
+
     def sample_z(self, n: int, *, seed: int | None = None, data: Tensor | None = None) -> Tensor:
         """n chain starts z ~ p0 (``data`` for initializers that start from data)."""
         if self.initializer.needs_data and data is None:
-            data = self._data_batch(n, seed)
+            data = self.data_batch(n, seed=0 if seed is None else seed)
         with seeded(seed, self.device):
             return self.initializer.sample(n, data=data).to(self.device)
 
-    def _data_batch(self, n: int, seed: int | None) -> Tensor:
+    def data_batch(self, n: int, *, seed: int | None = None) -> Tensor:
+        """n items of the dataset picked at random (under ``seed``, else torch's global RNG)."""
         if self.dataset is None:
             raise DataError(f"initializer '{type(self.initializer).__name__}' starts from data: pass data=... "
                             "(or build the generator with the dataset)")
-        g = torch.Generator().manual_seed(0 if seed is None else seed)
-        idx = torch.randperm(len(self.dataset), generator=g)[:n]
-        return torch.stack([self.dataset[int(i)] for i in idx]).to(self.device)
+        g = None if seed is None else torch.Generator().manual_seed(seed)
+        return random_batch(self.dataset, n, generator=g, device=self.device)
 
     def zero_noise(self, z: Tensor, steps: int | None = None) -> Tensor:
         """Noise of zeros for every step, shape ``(K, *z.shape)``, without the memory (a broadcast view)."""
@@ -184,9 +201,9 @@ class ShortRunGenerator:
         if noise.shape[0] < k or tuple(noise.shape[1:]) != tuple(z.shape):
             raise ValueError(f"noise must have shape (K={k}, *{tuple(z.shape)}), got {tuple(noise.shape)}")
         if not keep_graph:
-            return self.sampler.run(self.energy, z, noise=noise, steps=k).x
+            return self.chain(z, noise=noise, steps=k).x
         if not checkpoint_every:
-            return self.sampler.run(self.energy, z, noise=noise, keep_graph=True, steps=k).x
+            return self.chain(z, noise=noise, keep_graph=True, steps=k).x
         x = z
         for start in range(0, k, checkpoint_every):
             segment = noise[start:min(k, start + checkpoint_every)]
@@ -199,7 +216,7 @@ class ShortRunGenerator:
     def _segment(self, x: Tensor, noise: Tensor) -> Tensor:
         # The reentrant checkpoint runs its forward under no_grad; a chain step needs grad_x U.
         with torch.enable_grad():
-            return self.sampler.run(self.energy, x, noise=noise, keep_graph=True, steps=noise.shape[0]).x
+            return self.chain(x, noise=noise, keep_graph=True, steps=noise.shape[0]).x
 
     # -- 1. synthesis ----------------------------------------------------------------------
     def generate(self, n: int, *, seed: int | None = 0, batch_size: int = 256, steps: int | None = None,
@@ -208,14 +225,13 @@ class ShortRunGenerator:
         if n < 1 or batch_size < 1:
             raise ConfigError(f"n and batch_size must be positive, got {n} and {batch_size}")
         if self.initializer.needs_data and data is None:
-            data = self._data_batch(n, seed)
+            data = self.data_batch(n, seed=0 if seed is None else seed)
         parts = []
         with seeded(seed, self.device):
             for start in range(0, n, batch_size):
                 m = min(batch_size, n - start)
                 chunk = None if data is None else data[start:start + m].to(self.device)
-                z = self.sample_z(m, data=chunk)
-                parts.append(self.sampler.run(self.energy, z, steps=steps).x.detach())
+                parts.append(self.draw(m, steps=steps, data=chunk))
         return torch.cat(parts)
 
     def transition(self, n: int, *, steps: Sequence[int] | None = None, seed: int | None = 0,
@@ -231,7 +247,7 @@ class ShortRunGenerator:
             raise ConfigError(f"transition steps must lie in [0, K={k}], got {list(steps or [])}")
         with seeded(seed, self.device):
             z = self.sample_z(n, data=data)
-            out = self.sampler.run(self.energy, z, record=record)
+            out = self.chain(z, record=record)
         return record, torch.stack([out.trajectory[s] for s in record], dim=1)
 
     # -- 2. interpolation -----------------------------------------------------------------
@@ -260,7 +276,7 @@ class ShortRunGenerator:
         z starts from p0; an initializer that reads data (``lowres``) starts
         it from x itself, as in training.
         """
-        p = validated(ReconstructParams, params, "reconstruct")
+        p = validated(ReconstructParams, params, heading="bad reconstruct parameters", prefix="reconstruct")
         x = self._check_images(x).to(self.device)
         k = self.steps
         z = self.sample_z(x.shape[0], seed=p.seed, data=x if self.initializer.needs_data else None)
@@ -331,7 +347,7 @@ class ShortRunGenerator:
         for seed in seeds:
             with seeded(seed, self.device):
                 z = self.initializer.sample(data.shape[0], data=data)
-                outs.append(self.sampler.run(self.energy, z, steps=steps).x.detach())
+                outs.append(self.chain(z, steps=steps).x.detach())
         return torch.stack(outs)
 
     def low_resolution_start(self, images: Tensor) -> Tensor:

@@ -15,14 +15,12 @@ on N processes (``ebmkit train --num-processes N``, ``accelerate launch``,
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
 import sys
 import time
-from contextlib import contextmanager
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,36 +28,22 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import distributed, performance
-from .checkpoint import Checkpoint, atomic_write, find_checkpoint, list_checkpoints, recover_interrupted, save_checkpoint
-from .conditional import batch_condition, bound
-from .config import ExperimentConfig, OptimizerConfig
-from .data import batch_stream
-from .divergence import DivergenceGuard
-from .errors import CheckpointError, DivergenceError, OutputError
-from .experiment import Experiment
-from .images import save_grid
-from .sampling import seeded
-from .schedule import apply_lr
+from .. import distributed, performance, run_state
+from ..checkpoint import Checkpoint, atomic_write, find_checkpoint, list_checkpoints, recover_interrupted
+from ..conditional import batch_condition, bound
+from ..config import ExperimentConfig, OptimizerConfig
+from ..data import batch_stream, random_batch
+from ..errors import DivergenceError
+from ..experiment import Experiment
+from ..generation.generator import ShortRunGenerator
+from ..images import save_grid
+from ..interfaces import PARTS
+from ..sampling import seeded
+from .callbacks import Callback, MetricsLog, writing
+from .divergence import DivergenceGuard, Rollback
+from .schedule import LearningRate
 
 log = logging.getLogger("ebmkit")
-
-
-class Callback:
-    """Hooks into the training loop.  Subclass and override what you need;
-    pass instances as ``Trainer(..., callbacks=[...])``."""
-
-    def on_train_start(self, trainer: "Trainer") -> None:
-        pass
-
-    def on_step_end(self, trainer: "Trainer", logs: dict[str, float]) -> None:
-        """After iteration ``trainer.iteration`` (counted from 1) has finished."""
-
-    def on_checkpoint(self, trainer: "Trainer", path: Path) -> None:
-        pass
-
-    def on_train_end(self, trainer: "Trainer") -> None:
-        pass
 
 
 def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
@@ -77,61 +61,15 @@ def make_accelerator(cfg: ExperimentConfig) -> Accelerator:
     return Accelerator(cpu=use_cpu, mixed_precision=t.mixed_precision)
 
 
-class MetricsLog:
-    """metrics.csv, one row per iteration; on resume, rows past the
-    checkpoint are dropped so that the file reads as one run."""
-
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        self.path, self.enabled = path, enabled
-        self.fields: list[str] | None = None
-
-    def truncate_after(self, iteration: int) -> None:
-        if not (self.enabled and self.path.exists()):
-            return
-        text = self.path.read_text()
-        if text and not text.endswith("\n"):  # a row cut short by a kill
-            text = text[: text.rfind("\n") + 1]
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        rows = [r for r in reader if None not in r.values() and None not in r and int(r["iteration"]) <= iteration]
-        self._rewrite(rows, list(reader.fieldnames) if reader.fieldnames else None)
-
-    def _rewrite(self, rows: list[dict], fields: list[str] | None) -> None:
-        self.fields = fields
-        buf = io.StringIO(newline="")
-        if fields:
-            w = csv.DictWriter(buf, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-        with _writing(self.path):
-            atomic_write(self.path, buf.getvalue().encode())  # a kill mid-rewrite keeps the old file
-
-    def append(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if self.fields is None and self.path.exists() and self.path.stat().st_size:
-            with open(self.path, newline="") as f:
-                self.fields = next(csv.reader(f), None)
-        if self.fields is None or set(row) - set(self.fields):
-            old = []
-            if self.path.exists() and self.fields:
-                with open(self.path, newline="") as f:
-                    old = list(csv.DictReader(f))
-            self._rewrite(old, list(self.fields or []) + [k for k in row if k not in (self.fields or [])])
-        with _writing(self.path), open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.fields, restval="").writerow(row)
-
-
-@contextmanager
-def _writing(path: Path):
-    """Turn an OSError (a full disk, a read-only folder) into a clear OutputError."""
-    try:
-        yield
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc}; is the disk full or the run folder read-only?") from None
-
-
 class Trainer:
-    """Trains an :class:`~ebmkit.experiment.Experiment` with Algorithm 1."""
+    """Trains an :class:`~ebmkit.experiment.Experiment` with Algorithm 1.
+
+    Code that drives the loop itself (a benchmark under a time budget) calls
+    :meth:`iterate` on the batches of :meth:`batches`; callbacks read the
+    public members (``iteration``, ``run_dir``, ``is_main``, ``config``,
+    ``experiment``, the parts, :meth:`sample`, :meth:`data_batch`,
+    :attr:`unwrapped_energy`, :attr:`device`).
+    """
 
     def __init__(self, experiment: Experiment, *, accelerator: Accelerator | None = None, run_dir: str | Path | None = None,
                  callbacks: list[Callback] | None = None):
@@ -153,26 +91,48 @@ class Trainer:
         optimizer = make_optimizer(cfg.optimizer.model_copy(update={"lr": lr}), energy.parameters())
         self.energy, self.optimizer = self.accelerator.prepare(energy, optimizer)
         distributed.seed_processes(cfg.training.seed, self.accelerator)  # own chains per process, same weights
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        # Divergence checks and rollbacks (ebmkit.divergence); under fp16 loss
+        # Divergence checks (ebmkit.training.divergence); under fp16 loss
         # scaling an overflowing gradient is routine, so it is not checked.
-        self.divergence = DivergenceGuard(cfg.training.divergence, base_lrs=self.base_lrs,
-                                          scaled_gradients=self.accelerator.scaler is not None)
+        self.divergence = DivergenceGuard(cfg.training.divergence, scaled_gradients=self.accelerator.scaler is not None)
+        # The one writer of the learning rate: configured x the guard's factor x the schedule.
+        self.learning_rate = LearningRate(self.optimizer, cfg.optimizer.effective_schedule(), cfg.training.iterations)
         self._checkpoint_iteration: int | None = None  # iteration of the last checkpoint saved or loaded
         self.callbacks = list(callbacks or [])
         self.iteration = 0
         self.is_main = self.accelerator.is_main_process
         self.metrics = MetricsLog(self.run_dir / "metrics.csv", enabled=self.is_main)
 
+    # -- public view of the run -------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def unwrapped_energy(self) -> torch.nn.Module:
+        """The energy itself (without a data-parallel or compile wrapper), for chains and plots."""
+        return self.accelerator.unwrap_model(self.energy)
+
+    def part(self, kind: str) -> Any:
+        """The run's component of ``kind`` (one of :data:`ebmkit.interfaces.PARTS`); the energy unwrapped."""
+        return self.unwrapped_energy if kind == "energy" else getattr(self, kind)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def base_lrs(self) -> list[float]:
+        """The learning rates the schedule multiplies now: configured x the divergence guard's factor."""
+        return self.learning_rate.bases(self.divergence.lr_scale)
+
     # -- Algorithm 1 ---------------------------------------------------------------
     def step(self, x: torch.Tensor) -> dict[str, float]:
-        """One learning iteration on the positive batch ``x``."""
+        """One learning iteration on the positive batch ``x`` (the counter stays; see :meth:`iterate`)."""
         acc = self.accelerator
         total = self.config.training.iterations
-        logs: dict[str, float] = {"lr": apply_lr(self.optimizer, self.base_lrs, self.config.optimizer.effective_schedule(), self.iteration,
-                                                 total)}
-        for part in (self.initializer, self.sampler, self.objective):
-            logs.update(part.set_progress(self.iteration, total))
+        logs: dict[str, float] = {"lr": self.learning_rate.apply(self.iteration, self.divergence.lr_scale)}
+        for kind in PARTS:  # components that anneal a value with training time
+            logs.update(self.part(kind).set_progress(self.iteration, total))
         z = self.initializer.sample(x.shape[0], data=x)
         condition = batch_condition(self.initializer)  # conditional tasks: y drawn with z (docs/conditional.md)
         if condition is not None:
@@ -190,6 +150,8 @@ class Trainer:
         self.divergence.check_gradients(self.iteration + 1, grad_norm)
         self.optimizer.step()
         logs.update({"loss": out.loss.item(), **out.logs, "grad_norm": float(grad_norm)})
+        if out.gap is not None:
+            logs.setdefault("gap", float(out.gap))  # the declared gap is logged even if the objective did not
         logs["chain_grad_norm"] = float(chain.grad_norm.mean()) if chain.grad_norm.numel() else 0.0
         if chain.acceptance is not None:
             logs["acceptance"] = chain.acceptance
@@ -198,6 +160,14 @@ class Trainer:
         logs = distributed.mean_over_processes(logs, acc)  # logged numbers describe the global batch
         logs["global_batch"] = x.shape[0] * acc.num_processes
         self._check_finite(logs)
+        return logs
+
+    def iterate(self, x: torch.Tensor) -> dict[str, float]:
+        """:meth:`step` on ``x``, then the iteration counter moves on: one
+        iteration of :meth:`fit` without its logging, callbacks and checkpoints.
+        A :class:`~ebmkit.errors.DivergenceError` leaves the counter where it was."""
+        logs = self.step(x)
+        self.iteration += 1
         return logs
 
     def _check_forward_together(self, out, chain) -> None:
@@ -223,29 +193,29 @@ class Trainer:
             self.resume(None if resume is True else resume)
             distributed.check_same_iteration(self.iteration, self.run_dir, self.accelerator)
         if self.is_main:
-            with _writing(self.run_dir / "config.json"):
+            with writing(self.run_dir / "config.json"):
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write(self.run_dir / "config.json", cfg.model_dump_json(indent=1).encode())
             self.metrics.truncate_after(self.iteration)
             tqdm.write("ebmkit: " + distributed.describe(self.accelerator, t.batch_size, self.base_lrs[0], cfg.optimizer.lr,
                                                        cfg.optimizer.scale_lr), file=sys.stderr)
-        batches = self._batches()
+        batches = self.batches()
         bar = tqdm(total=t.iterations, initial=self.iteration, disable=not (t.progress and self.is_main), desc="train",
                    dynamic_ncols=True)
         last: dict[str, float] = {}
         start_time = time.perf_counter()
         for cb in self.callbacks:
             cb.on_train_start(self)
-        self.divergence.on_train_start(self)
+        if self.divergence.wants_first_checkpoint(self.iteration, self.checkpoint_dir):
+            self.save()  # rollbacks need a checkpoint to roll back to
         while self.iteration < t.iterations:
             x = next(batches).to(self.accelerator.device, non_blocking=True)
             try:
-                logs = self.step(x)
+                logs = self.iterate(x)
             except DivergenceError as exc:
-                self.divergence.recover(self, exc)  # raises, unless it rolled back to a good checkpoint
-                batches, bar.n = self._batches(), self.iteration
+                self._roll_back(exc)  # raises, unless the guard chose a good checkpoint to go back to
+                batches, bar.n = self.batches(), self.iteration
                 continue
-            self.iteration += 1
             last = {"iteration": self.iteration, "time": round(time.perf_counter() - start_time, 3), **logs}
             self.metrics.append(last)
             for cb in self.callbacks:
@@ -270,7 +240,31 @@ class Trainer:
             cb.on_train_end(self)
         return last
 
-    def _batches(self):
+    def _roll_back(self, err: DivergenceError) -> None:
+        """The guard decides (a checkpoint and a learning-rate factor, or it
+        raises); the loop acts: reload, lower the rate, forget the rows past it."""
+        rollback: Rollback = self.divergence.decide(err, self.checkpoint_dir, iteration=self.iteration,
+                                                    is_main=self.is_main, barrier=self.accelerator.wait_for_everyone,
+                                                    log_event=self._log_event)
+        self.resume(rollback.checkpoint.path)
+        self.divergence.accept(rollback)  # after the reload, which restored the guard's state of that checkpoint
+        if self.is_main:
+            self.metrics.truncate_after(self.iteration)
+        self._log_event(rollback.event(lr=self.base_lrs[0]))
+        warnings.warn(rollback.warning(lr=self.base_lrs[0]), RuntimeWarning, stacklevel=2)
+
+    def _log_event(self, event: dict[str, Any]) -> None:
+        """One line of ``events.jsonl`` (main process)."""
+        if not self.is_main:
+            return
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "events.jsonl", "a") as f:
+                f.write(json.dumps(event) + "\n")
+        except OSError:  # the message still reaches the user through the warning / error
+            pass
+
+    def batches(self):
         """The batch stream from the current iteration on (a pure function of seed and iteration)."""
         t = self.config.training
         return batch_stream(
@@ -279,17 +273,20 @@ class Trainer:
         )
 
     # -- samples -------------------------------------------------------------------------
+    @property
+    def generator(self) -> ShortRunGenerator:
+        """The model as it stands, as a generator: the one inference path
+        (modes untouched, under accelerate's autocast)."""
+        return ShortRunGenerator(self.unwrapped_energy, self.sampler, self.initializer, self.experiment.shape,
+                                 dataset=self.experiment.dataset, eval_mode=False, autocast=self.accelerator.autocast)
+
     def sample(self, n: int) -> torch.Tensor:
         """n fresh short-run samples from the current model."""
-        z = self.initializer.sample(n, data=self._data_batch(n) if self.initializer.needs_data else None)
-        energy = self.accelerator.unwrap_model(self.energy)
-        with bound(energy, batch_condition(self.initializer)), self.accelerator.autocast():
-            return self.sampler.run(energy, z).x.detach()
+        return self.generator.draw(n)
 
-    def _data_batch(self, n: int) -> torch.Tensor:
-        ds = self.experiment.dataset
-        idx = torch.randperm(len(ds))[:n]
-        return torch.stack([ds[int(i)] for i in idx]).to(self.accelerator.device)
+    def data_batch(self, n: int) -> torch.Tensor:
+        """n training items drawn at random (torch's global RNG), on the run's device."""
+        return random_batch(self.experiment.dataset, n, device=self.device)
 
     def write_samples(self, name: str) -> Path | None:
         """A grid from the same chain starts every time (a fixed seed, on a
@@ -306,10 +303,14 @@ class Trainer:
                 samples = self.sample(self.config.output.grid_size)
         finally:
             self.initializer.train(was_training)
-        with _writing(self.run_dir / "samples" / name):
+        with writing(self.run_dir / "samples" / name):
             return save_grid(samples, self.run_dir / "samples" / name)
 
     # -- checkpoints -------------------------------------------------------------------
+    def _parts(self) -> run_state.RunParts:
+        return run_state.RunParts(self.config, self.experiment.shape, self.unwrapped_energy, self.initializer, self.sampler,
+                                  self.objective, self.optimizer)
+
     def save(self) -> Path | None:
         """Write a checkpoint of everything needed to resume (main process only)."""
         self.accelerator.wait_for_everyone()
@@ -320,32 +321,9 @@ class Trainer:
         self._checkpoint_iteration = self.iteration
         if not self.is_main:
             return None
-        energy = self.accelerator.unwrap_model(self.energy)
-        modules = {"energy": energy.state_dict(), "initializer": initializer_state,
-                   **({"process_rng": process_rng} if process_rng else {})}
-        objects = {"optimizer": self.optimizer.state_dict()}
-        for section, part in (("sampler", self.sampler), ("objective", self.objective)):
-            _component_state(section, part, modules, objects)  # stateful samplers / objectives
-        initializer_optimizer = self.initializer.optimizer_state_dict()  # an initializer that learns (a VAE)
-        if initializer_optimizer is not None:
-            objects["initializer_optimizer"] = initializer_optimizer
-        path = save_checkpoint(
-            self.run_dir / "checkpoints",
-            self.iteration,
-            modules=modules,
-            objects=objects,
-            state={
-                "config": json.loads(self.config.model_dump_json()),
-                "shape": list(self.experiment.shape),
-                "versions": {"torch": torch.__version__},
-                "divergence": self.divergence.state_dict(),
-                # how each part was built, defaults included: error messages name both sides
-                "components": {section: getattr(part, "ebmkit_spec", None) for section, part in (
-                    ("energy", energy), ("initializer", self.initializer), ("sampler", self.sampler),
-                    ("objective", self.objective))},
-            },
-            keep=self.config.training.keep_checkpoints,
-        )
+        path = run_state.save(self.checkpoint_dir, self.iteration, self._parts(), initializer_state=initializer_state,
+                              process_rng=process_rng, extra={"divergence": self.divergence.state_dict()},
+                              keep=self.config.training.keep_checkpoints)
         for cb in self.callbacks:
             cb.on_checkpoint(self, path)
         return path
@@ -359,97 +337,21 @@ class Trainer:
         that all fail their checks are an error, never a silent restart."""
         if path is None:
             if self.is_main:
-                recover_interrupted(self.run_dir / "checkpoints")
+                recover_interrupted(self.checkpoint_dir)
             self.accelerator.wait_for_everyone()
-            if not list_checkpoints(self.run_dir / "checkpoints"):
+            if not list_checkpoints(self.checkpoint_dir):
                 return None  # nothing to resume: start fresh
         ckpt = find_checkpoint(path or self.run_dir)
-        check_compatible(ckpt, self.config, self.experiment.shape)
-        load_state(self.accelerator.unwrap_model(self.energy), ckpt.tensors("energy"), "energy", ckpt)
-        if ckpt.has("initializer"):
-            load_state(self.initializer, distributed.local_state_dict(ckpt.tensors("initializer"), self.initializer,
-                                                                      self.accelerator), "initializer", ckpt)
-        for section, part in (("sampler", self.sampler), ("objective", self.objective)):
-            if ckpt.has(section):
-                _load_component(section, part, ckpt)
-        try:
-            self.optimizer.load_state_dict(ckpt.object("optimizer"))
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt.path}: its optimiser state does not fit this optimiser: {exc}") from None
-        if ckpt.has("initializer_optimizer"):
-            try:
-                self.initializer.load_optimizer_state_dict(ckpt.object("initializer_optimizer"))
-            except (ValueError, KeyError) as exc:
-                raise CheckpointError(f"checkpoint {ckpt.path}: its initializer's optimiser state does not fit this "
-                                      f"initializer's optimiser: {exc}") from None
-        ckpt.restore_rng()
+        run_state.restore(ckpt, self._parts(), local_initializer_state=lambda sd: distributed.local_state_dict(
+            sd, self.initializer, self.accelerator))
         distributed.restore_rng_states(ckpt.tensors("process_rng") if ckpt.has("process_rng") else None,
                                        self.accelerator, self.config.training.seed, ckpt.iteration)
         self.iteration = self._checkpoint_iteration = ckpt.iteration
-        self.divergence.load_state_dict(ckpt.state.get("divergence"), self)
+        self.divergence.load_state_dict(ckpt.state.get("divergence"))
         if self.is_main:
             log.info("resuming from %s (iteration %d)", ckpt.path, ckpt.iteration)
         return ckpt
 
 
-def _spec_text(spec: dict[str, Any] | None) -> str:
-    """'convnet (nf=8, spectral_norm=False)' from a component spec."""
-    if not spec:
-        return "(unknown)"
-    params = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
-    return f"'{spec.get('name', '?')}'" + (f" ({params})" if params else "")
-
-
-def _saved_spec(ckpt: Checkpoint, section: str) -> dict[str, Any] | None:
-    """How the checkpoint's component was built (defaults included when recorded)."""
-    return (ckpt.state.get("components") or {}).get(section) or (ckpt.config or {}).get(section)
-
-
-def check_compatible(ckpt: Checkpoint, config: ExperimentConfig, shape: tuple[int, ...]) -> None:
-    """A checkpoint can continue this run: same energy and data shape.
-    The error names both sides."""
-    theirs = _saved_spec(ckpt, "energy") or {}
-    if theirs.get("name") and theirs["name"] != config.energy.name:
-        raise CheckpointError(
-            f"checkpoint {ckpt.path} holds energy {_spec_text(theirs)}, but this run builds energy "
-            f"{_spec_text(config.energy.spec())}; resume with the checkpoint's energy, or use a new run folder"
-        )
-    if "shape" in ckpt.state and tuple(ckpt.state["shape"]) != tuple(shape):
-        raise CheckpointError(
-            f"checkpoint {ckpt.path} was trained on data of shape {tuple(ckpt.state['shape'])}, but this run's data "
-            f"'{config.data.name}' yields {tuple(shape)} (check data.image_size and data.channels), or use a new run folder"
-        )
-
-
-def _component_state(section: str, part: Any, modules: dict, objects: dict) -> None:
-    """Add a sampler's / objective's state to a checkpoint: an nn.Module goes
-    in as safetensors, anything else with ``state_dict()`` as a weights-only .pt."""
-    if isinstance(part, torch.nn.Module):
-        sd = part.state_dict()
-        if sd:
-            modules[section] = sd
-    elif callable(getattr(part, "state_dict", None)) and callable(getattr(part, "load_state_dict", None)):
-        objects[section] = part.state_dict()
-
-
-def _load_component(section: str, part: Any, ckpt: Checkpoint) -> None:
-    if isinstance(part, torch.nn.Module):
-        load_state(part, ckpt.tensors(section), section, ckpt)
-    elif callable(getattr(part, "load_state_dict", None)):
-        part.load_state_dict(ckpt.object(section))
-
-
-def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, ckpt: Checkpoint) -> None:
-    """load_state_dict with an error that names both architectures."""
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        theirs = _spec_text(_saved_spec(ckpt, what))
-        ours = _spec_text(getattr(module, "ebmkit_spec", None))
-        detail = " ".join(str(exc).split())
-        detail = detail if len(detail) < 400 else detail[:400] + " ..."
-        raise CheckpointError(
-            f"checkpoint {ckpt.path} holds {what} weights of {theirs}"
-            + (f" for data of shape {tuple(ckpt.state['shape'])}" if "shape" in ckpt.state else "")
-            + f", which do not fit this run's {what} {ours} ({type(module).__name__}): {detail}"
-        ) from None
+# Names that lived here before run state had its own module (ebmkit.run_state).
+check_compatible, load_state = run_state.check_compatible, run_state.load_state

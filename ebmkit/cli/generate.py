@@ -1,41 +1,55 @@
-"""The generator's commands: ``ebmkit generate | interpolate | reconstruct | super-resolve``.
+"""Every verb that draws from a trained model: ``ebmkit sample | generate |
+interpolate | reconstruct | super-resolve``, all through
+:class:`~ebmkit.generation.generator.ShortRunGenerator`.
 
-Each reads a trained checkpoint (a checkpoint or run folder), writes its
-figures as PNG into ``--out`` (a folder) and the numbers as ``<command>.json``
-there, and prints that JSON.  See docs/generator.md.
+Each reads a trained checkpoint (a checkpoint or run folder).  ``sample``
+writes a grid (or a ``.pt`` of samples), split across processes with
+``--num-processes``; the others write their figures as PNG into ``--out`` (a
+folder) and the numbers as ``<command>.json`` there, and print that JSON.
+See docs/generator.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
+from .commands import command, relaunch
 
 if TYPE_CHECKING:  # torch loads only when a command runs, so `ebmkit --help` stays quick
     from torch import Tensor
 
 
-def add_generator_commands(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    """Add the four sub-commands to the ``ebmkit`` parser and their functions to ``commands``."""
+def _common(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
+    p.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
 
-    def common(p: argparse.ArgumentParser, out: str) -> None:
-        p.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
-        p.add_argument("--out", default=out, help=f"output folder (default: {out})")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
 
-    def images(p: argparse.ArgumentParser, n: int) -> None:
-        p.add_argument("--n", type=int, default=n, help="how many images")
-        p.add_argument("--images", help=".pt / .npy / .npz file of (N, C, H, W) images in [-1, 1] "
-                                        "(default: a seeded random pick from the checkpoint's dataset, --split)")
-        p.add_argument("--split", default="test", choices=["train", "test"], help="dataset split to pick from (default: test)")
+def _images(p: argparse.ArgumentParser, n: int) -> None:
+    p.add_argument("--n", type=int, default=n, help="how many images")
+    p.add_argument("--images", help=".pt / .npy / .npz file of (N, C, H, W) images in [-1, 1] "
+                                    "(default: a seeded random pick from the checkpoint's dataset, --split)")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="dataset split to pick from (default: test)")
 
-    g = sub.add_parser("generate", help="samples and a transition strip (the chain from z to x_K) from a checkpoint")
-    common(g, "generated")
+
+def _sample_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", default="samples.png")
+    s.add_argument("--steps", type=int, default=None, help="override K")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1...; with several processes each uses its own GPU")
+    s.add_argument("--batch-size", type=int, default=256, help="chains run at once per process")
+    s.add_argument("--num-processes", type=int, metavar="N", help="split the n samples across N processes")
+
+
+def _generate_arguments(g: argparse.ArgumentParser) -> None:
+    _common(g, "generated")
     g.add_argument("--n", type=int, default=64, help="samples in the grid")
     g.add_argument("--steps", type=int, default=None, help="override K for the samples")
     g.add_argument("--chains", type=int, default=8, help="chains in the transition strip (one per row)")
@@ -43,16 +57,18 @@ def add_generator_commands(sub: Any, commands: dict[str, Callable[[argparse.Name
                    help="steps shown in the strip (default: 8 from 0 to K)")
     g.add_argument("--batch-size", type=int, default=256)
 
-    i = sub.add_parser("interpolate", help="M(z_rho), z_rho = rho*z1 + sqrt(1-rho^2)*z2, for pairs (z1, z2)")
-    common(i, "interpolation")
+
+def _interpolate_arguments(i: argparse.ArgumentParser) -> None:
+    _common(i, "interpolation")
     i.add_argument("--pairs", type=int, default=6, help="pairs (rows of the grid)")
     i.add_argument("--points", type=int, default=9, help="rho grid points from 1 (z1) to 0 (z2)")
     i.add_argument("--rhos", type=float, nargs="+", default=None, help="explicit rho grid (overrides --points)")
     i.add_argument("--fixed-noise", action="store_true", help="also interpolate with the Langevin noise held fixed")
 
-    r = sub.add_parser("reconstruct", help="fit z (and optionally the noise) so that M(z) matches held-out images")
-    common(r, "reconstruction")
-    images(r, 64)
+
+def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
+    _common(r, "reconstruction")
+    _images(r, 64)
     r.add_argument("--iterations", type=int, default=200, help="optimiser steps (the paper: 200)")
     r.add_argument("--optimizer", default="adam", help="adam or sgd")
     r.add_argument("--lr", type=float, default=0.05)
@@ -63,20 +79,18 @@ def add_generator_commands(sub: Any, commands: dict[str, Callable[[argparse.Name
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--show", type=int, default=8, help="images in the reconstruction-path figure")
 
-    s = sub.add_parser("super-resolve", help="upsample images with a model trained from low-resolution starts, several seeds each")
-    common(s, "super-resolution")
-    images(s, 8)
-    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one output per seed and image")
 
-    commands.update({"generate": cmd_generate, "interpolate": cmd_interpolate, "reconstruct": cmd_reconstruct,
-                     "super-resolve": cmd_super_resolve})
+def _super_resolve_arguments(s: argparse.ArgumentParser) -> None:
+    _common(s, "super-resolution")
+    _images(s, 8)
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one output per seed and image")
 
 
 # -- helpers ------------------------------------------------------------------------------
 
 
 def _generator(args: argparse.Namespace):
-    from .generator import ShortRunGenerator
+    from ..generation.generator import ShortRunGenerator
 
     return ShortRunGenerator.from_checkpoint(args.checkpoint, device=args.device)
 
@@ -108,29 +122,9 @@ def _rows(*columns: Tensor) -> list[Tensor]:
 
 def load_image_file(path: str | Path) -> Tensor:
     """``(N, C, H, W)`` images in [-1, 1] from .pt (tensors only) or .npy / .npz (no pickle)."""
-    import numpy as np
-    import torch
+    from ..data import load_array
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image file not found: {path}")
-    try:
-        if path.suffix == ".pt":
-            x = torch.load(path, map_location="cpu", weights_only=True)
-        elif path.suffix in (".npy", ".npz"):
-            arr = np.load(path, allow_pickle=False)
-            if path.suffix == ".npz":
-                if len(arr.files) != 1:
-                    raise DataError(f"{path}: holds {len(arr.files)} arrays ({', '.join(arr.files)}); save exactly one")
-                arr = arr[arr.files[0]]
-            x = torch.from_numpy(np.asarray(arr))
-        else:
-            raise DataError(f"{path}: unknown image file type '{path.suffix}'; use .pt, .npy or .npz")
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise DataError(f"{path}: cannot read images: {exc}") from None
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"{path}: expected one tensor of images, got {type(x).__name__}")
-    x = x.float()
+    x = load_array(path, what="images").float()
     if x.dim() == 3:
         x = x.unsqueeze(1)
     if x.dim() != 4:
@@ -142,20 +136,22 @@ def load_image_file(path: str | Path) -> Tensor:
 
 def _pick_images(args: argparse.Namespace, gen) -> tuple[Tensor, str]:
     import torch
+
     if args.images:
         x = load_image_file(args.images)[: args.n]
         return x, str(args.images)
-    from .experiment import load_dataset
+    from ..data import random_batch
+    from ..experiment import load_dataset
 
     ds, _ = load_dataset(gen.experiment.config, args.split)
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed))[: args.n]
-    return torch.stack([ds[int(j)] for j in idx]), f"{gen.experiment.config.data.name} ({args.split} split, seeded pick)"
+    x = random_batch(ds, args.n, generator=torch.Generator().manual_seed(args.seed))
+    return x, f"{gen.experiment.config.data.name} ({args.split} split, seeded pick)"
 
 
 def mean_image(gen, limit: int = 10_000) -> Tensor | None:
     """The mean of the training images: the constant baseline reconstruction."""
     import torch
-    from .experiment import load_dataset
+    from ..experiment import load_dataset
 
     try:
         ds, _ = load_dataset(gen.experiment.config, "train")
@@ -168,9 +164,45 @@ def mean_image(gen, limit: int = 10_000) -> Tensor | None:
 # -- commands -----------------------------------------------------------------------------
 
 
+@command("sample", help="draw samples from a trained checkpoint", arguments=_sample_arguments)
+def cmd_sample(args: argparse.Namespace) -> int:
+    status = relaunch(args, "sample")
+    if status is not None:
+        return status
+    import torch
+    from accelerate import PartialState
+
+    from ..distributed import map_batches
+    from ..generation.generator import ShortRunGenerator
+    from ..images import save_grid
+
+    if args.n < 1 or args.batch_size < 1:
+        raise ConfigError(f"--n and --batch-size must be positive, got {args.n} and {args.batch_size}")
+    state = PartialState(cpu=args.device == "cpu")
+    device = torch.device(args.device) if state.num_processes == 1 else state.device
+    gen = ShortRunGenerator.from_checkpoint(args.checkpoint, device=device)
+    # Batches split across processes; batch j seeded from (seed, j): the same samples on any process count.
+    x = map_batches(lambda start, stop: gen.draw(stop - start, steps=args.steps), args.n, args.batch_size, seed=args.seed,
+                    state=state)
+    if not state.is_main_process:
+        return 0
+    if len(gen.shape) != 3 or Path(args.out).suffix == ".pt":
+        out = Path(args.out).with_suffix(".pt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(x.cpu(), out)
+    else:
+        out = save_grid(x, args.out)
+    ckpt = gen.experiment.checkpoint
+    print(json.dumps({"checkpoint": str(ckpt.path), "iteration": ckpt.iteration, "n": args.n,
+                      "processes": state.num_processes, "out": str(out)}))
+    return 0
+
+
+@command("generate", help="samples and a transition strip (the chain from z to x_K) from a checkpoint",
+         arguments=_generate_arguments)
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
-    from .images import save_grid, save_rows
+    from ..images import save_grid, save_rows
 
     _positive(n=args.n, chains=args.chains, batch_size=args.batch_size)
     gen = _generator(args)
@@ -188,9 +220,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "files": {"samples": str(out / "samples.png"), "transition": str(out / "transition.png")}})
 
 
+@command("interpolate", help="M(z_rho), z_rho = rho*z1 + sqrt(1-rho^2)*z2, for pairs (z1, z2)",
+         arguments=_interpolate_arguments)
 def cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
-    from .images import save_rows
+    from ..images import save_rows
 
     _positive(pairs=args.pairs, points=args.points)
     rhos = args.rhos if args.rhos else [1.0 - j / max(1, args.points - 1) for j in range(args.points)]
@@ -222,11 +256,14 @@ def record_points(iterations: int) -> tuple[int, ...]:
     return tuple(sorted({0, *(max(1, round(iterations * f)) for f in (0.02, 0.05, 0.1, 0.25, 0.5)), iterations}))
 
 
+@command("reconstruct", help="fit z (and optionally the noise) so that M(z) matches held-out images",
+         arguments=_reconstruct_arguments)
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
-    from .generator import ReconstructParams, validated
-    from .images import save_rows
-    from .metrics import reconstruction_quality
+    from ..errors import validated
+    from ..generation.generator import ReconstructParams
+    from ..images import save_rows
+    from ..metrics import reconstruction_quality
 
     _positive(n=args.n, batch_size=args.batch_size)
     gen = _generator(args)
@@ -234,7 +271,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     params = validated(ReconstructParams, {
         "iterations": args.iterations, "optimizer": args.optimizer, "lr": args.lr, "infer_noise": args.infer_noise,
         "noise_prior": args.noise_prior, "checkpoint_every": args.checkpoint_every,
-        "record": record_points(args.iterations), "seed": args.seed}, "reconstruct")
+        "record": record_points(args.iterations), "seed": args.seed}, heading="bad reconstruct parameters",
+        prefix="reconstruct")
     x, source = _pick_images(args, gen)
     x = gen._check_images(x)
     parts, curves, seconds, path = [], [], 0.0, None
@@ -266,10 +304,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         "files": {"path": str(out / "reconstruction.png")}, "path_iterations": its})
 
 
+@command("super-resolve", help="upsample images with a model trained from low-resolution starts, several seeds each",
+         arguments=_super_resolve_arguments)
 def cmd_super_resolve(args: argparse.Namespace) -> int:
     import torch.nn.functional as F
 
-    from .images import save_rows
+    from ..images import save_rows
 
     _positive(n=args.n)
     if not args.seeds:

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .conditional import ConditionalEnergy, ConditionalInitializer, bound
-from .errors import ConfigError, DataError
-from .metrics.image_quality import DATA_RANGE, psnr, ssim
+from ..conditional import ConditionalEnergy, ConditionalInitializer, bound
+from ..data import load_array
+from ..errors import ConfigError, DataError
+from ..metrics.image_quality import DATA_RANGE, psnr, ssim
 
 
 def ebm_fill(energy: ConditionalEnergy, sampler: Any, initializer: ConditionalInitializer, images: Tensor,
@@ -111,11 +112,10 @@ def load_mask_file(path: str | Path, height: int, width: int) -> Tensor:
     """A mask from a PNG (white = missing, resized to the images) or a .npy/.pt array (nonzero = missing);
     ``(1, 1, H, W)`` bool, or ``(N, 1, H, W)`` when the array holds one mask per image."""
     path = Path(path)
-    if not path.is_file():
+    if path.suffix.lower() in (".npy", ".npz", ".pt"):
+        m = load_array(path, what="mask") != 0
+    elif not path.is_file():
         raise DataError(f"mask file not found: {path}")
-    if path.suffix.lower() in (".npy", ".pt"):
-        arr = torch.as_tensor(np.load(path)) if path.suffix.lower() == ".npy" else torch.load(path, weights_only=True)
-        m = torch.as_tensor(arr) != 0
     else:
         from PIL import Image
 

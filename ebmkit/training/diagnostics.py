@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import DiagnosticsConfig
-from .images import save_figure
-from .sampling import input_gradient, seeded
-from .trainer import Callback, MetricsLog
+from ..config import DiagnosticsConfig
+from ..images import save_figure
+from ..sampling import input_gradient, seeded
+from .callbacks import Callback, MetricsLog
 
 if TYPE_CHECKING:
-    from .trainer import Trainer
+    from .loop import Trainer
 
 COLUMNS = ("iteration", "d_st", "r_t", "energy_data", "energy_samples", "acceptance", "lr")
 
@@ -148,8 +148,8 @@ class Diagnostics(Callback):
         self._last = iteration
 
     def row(self, trainer: "Trainer", logs: dict[str, float]) -> dict[str, Any]:
-        scale = float(getattr(trainer.objective, "loss_scale", 1.0))
-        step = getattr(trainer.sampler, "step_size", None)
+        scale = float(trainer.objective.loss_scale)  # declared by Objective (2/eps^2 under the anatomy recipe)
+        step = trainer.sampler.step_size  # declared by Sampler; None for a chain that is not Langevin-type
         out: dict[str, Any] = {"iteration": int(logs["iteration"])}
         out["d_st"] = scale * logs["gap"] if "gap" in logs else ""
         out["r_t"] = float(step) * logs["chain_grad_norm"] if step is not None and "chain_grad_norm" in logs else ""
@@ -186,21 +186,21 @@ class Diagnostics(Callback):
 
     def _forked(self, trainer: "Trainer", fn):
         """Run ``fn`` on a forked RNG so that the training stream is unaffected."""
-        with seeded(trainer.config.training.seed + 11 + trainer.iteration, trainer.accelerator.device):
+        with seeded(trainer.config.training.seed + 11 + trainer.iteration, trainer.device):
             return fn()
 
     def long_run(self, trainer: "Trainer") -> Path | None:
         """Long chains from data or the initializer; samples as PNG, energies in longrun.csv."""
         if not trainer.is_main:
             return None
-        c, energy = self.cfg, trainer.accelerator.unwrap_model(trainer.energy)
+        c, energy = self.cfg, trainer.unwrapped_energy
 
         def run():
             n = c.long_run_chains
             if c.long_run_from == "data":
-                z = trainer._data_batch(min(n, len(trainer.experiment.dataset)))
+                z = trainer.data_batch(min(n, len(trainer.experiment.dataset)))
             else:
-                data = trainer._data_batch(n) if trainer.initializer.needs_data else None
+                data = trainer.data_batch(n) if trainer.initializer.needs_data else None
                 z = trainer.initializer.sample(n, data=data)
             x = trainer.sampler.run(energy, z, steps=c.long_run_steps).x.detach()
             with torch.no_grad():
@@ -212,7 +212,7 @@ class Diagnostics(Callback):
         row: dict[str, Any] = {"iteration": trainer.iteration, "steps": c.long_run_steps, "from": c.long_run_from,
                                "energy_start": u0, "energy_end": u1}
         if x.dim() == 4:
-            from .images import save_grid
+            from ..images import save_grid
 
             save_grid(x, path)
         elif x.dim() == 2 and x.shape[1] == 2:
@@ -221,7 +221,7 @@ class Diagnostics(Callback):
             scatter(path, x, extent=self._extent(trainer), title=f"{c.long_run_steps}-step chains, iteration {trainer.iteration}")
             toy = self._toy_source(trainer)
             if toy is not None:
-                from .metrics.toy import mmd
+                from ..metrics.toy import mmd
 
                 ref = toy.sample(len(x), torch.Generator().manual_seed(trainer.config.training.seed + 5))
                 row["mmd"] = mmd(x.float().cpu(), ref, c.mmd_bandwidth)
@@ -235,11 +235,12 @@ class Diagnostics(Callback):
     # 2-D toys
     def _toy_source(self, trainer: "Trainer"):
         if self._toy is None:
-            from .registry import default_registry
+            from ..registry import default_registry
 
             cfg = trainer.config.data
+            registry = trainer.experiment.registry or default_registry()  # the registry the run was built from
             try:
-                source = default_registry().build("dataset", cfg.name, cfg.params, where="data")
+                source = registry.build("dataset", cfg.name, cfg.params, where="data")
             except Exception:  # a dataset given in code, not by name: no true density to compare with
                 source = None
             self._toy = source if callable(getattr(source, "log_density", None)) else False
@@ -259,9 +260,9 @@ class Diagnostics(Callback):
         if toy is None:
             return None
         from .landscape import landscape_panels, plot_landscape, sampler_beta
-        from .metrics.toy import energy_log_density, toy_distances
+        from ..metrics.toy import energy_log_density, toy_distances
 
-        c, energy = self.cfg, trainer.accelerator.unwrap_model(trainer.energy)
+        c, energy = self.cfg, trainer.unwrapped_energy
         extent, beta = self._extent(trainer), sampler_beta(trainer.sampler)
         samples = self._forked(trainer, lambda: trainer.sample(c.landscape_samples)).float().cpu()
         reference = toy.sample(len(samples), torch.Generator().manual_seed(trainer.config.training.seed + 5))

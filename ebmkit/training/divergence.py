@@ -13,18 +13,22 @@ the weights* (so the weights in memory are never the diverged ones):
 * ``check_logs`` -- anything else logged after the step is finite.
 
 Each raises :class:`~ebmkit.errors.DivergenceError` naming the iteration.
-The trainer hands it to :meth:`DivergenceGuard.recover`, which
+The guard decides and the loop acts: the trainer hands the error to
+:meth:`DivergenceGuard.decide`, which
 
 1. moves checkpoints of the failed weights aside to ``checkpoints/diverged/``
    (iteration t is computed with the weights after t-1 steps; a checkpoint of
    those may exist, written before they were tried), so that ``--resume`` and
    rollbacks only ever see weights that passed the checks;
 2. with ``action = "stop"`` re-raises with the last good checkpoint named;
-3. with ``action = "rollback"`` reloads the last good checkpoint, multiplies
-   the learning rate by ``lr_factor`` and continues, logging the event (a
-   warning and a line in ``events.jsonl``), at most ``max_rollbacks`` times.
-   A run that diverges again before writing a new checkpoint goes one
-   checkpoint further back: the one it returned to was already on its way up.
+3. with ``action = "rollback"`` returns a :class:`Rollback`: the last good
+   checkpoint and the new learning-rate factor (``lr_factor`` times the old),
+   at most ``max_rollbacks`` times.  A run that diverges again before writing
+   a new checkpoint goes one checkpoint further back: the one it returned to
+   was already on its way up.  The trainer reloads that checkpoint, applies
+   the factor (:class:`~ebmkit.training.schedule.LearningRate` is the one
+   writer of the rate) and logs the event (a warning and a line in
+   ``events.jsonl``).
 
 The guard's state (recent gaps, learning-rate scale, rollback count) is saved
 in every checkpoint, so a resumed run detects exactly what the uninterrupted
@@ -33,24 +37,22 @@ run would have.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import statistics
 import warnings
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from .checkpoint import list_checkpoints, open_checkpoint
-from .config import DivergenceConfig
-from .errors import CheckpointError, DivergenceError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .interfaces import ObjectiveOutput, SampleResult
-    from .trainer import Trainer
+from ..checkpoint import Checkpoint, list_checkpoints, open_checkpoint
+from ..config import DivergenceConfig
+from ..errors import CheckpointError, DivergenceError
+from ..interfaces import ObjectiveOutput, SampleResult
 
 LIKELY_CAUSES = (
     "Likely causes: the Langevin step size or noise is too large for this energy "
@@ -66,20 +68,50 @@ def _names(values: dict[str, Any]) -> list[str]:
     return [k for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)]
 
 
-class DivergenceGuard:
-    """Per-iteration divergence checks and what to do when one fails."""
+@dataclass
+class Rollback:
+    """The guard's decision to go back: to ``checkpoint``, with the learning
+    rate multiplied by ``lr_scale`` (of the configured rate), as rollback
+    number ``number``."""
 
-    def __init__(self, cfg: DivergenceConfig, *, base_lrs: list[float], scaled_gradients: bool = False) -> None:
+    checkpoint: Checkpoint
+    lr_scale: float
+    number: int
+    max_rollbacks: int
+    error: DivergenceError
+    failed_at: int
+    moved_aside: list[str] = field(default_factory=list)
+
+    def event(self, *, lr: float) -> dict[str, Any]:
+        """The line for ``events.jsonl`` (``lr``: the first group's rate after the rollback)."""
+        return {"event": "divergence", "iteration": self.failed_at, "reason": self.error.reason, "message": str(self.error),
+                "moved_aside": self.moved_aside, "action": "rollback", "checkpoint": str(self.checkpoint.path),
+                "resume_iteration": self.checkpoint.iteration, "rollback": self.number, "lr_scale": self.lr_scale, "lr": lr}
+
+    def warning(self, *, lr: float) -> str:
+        return (f"training diverged at iteration {self.failed_at} ({self.error.reason}); rollback {self.number} of at most "
+                f"{self.max_rollbacks}: continuing from {self.checkpoint.path} (iteration {self.checkpoint.iteration}) with "
+                f"the learning rate x{self.lr_scale:g} = {lr:.3g}")
+
+
+class DivergenceGuard:
+    """Per-iteration divergence checks, and the decision when one fails.
+
+    ``lr_scale`` is the factor the guard has put on the configured learning
+    rate (1 until a rollback); the trainer's
+    :class:`~ebmkit.training.schedule.LearningRate` reads it every iteration.
+    """
+
+    def __init__(self, cfg: DivergenceConfig, *, scaled_gradients: bool = False) -> None:
         self.cfg = cfg
         self.scaled_gradients = scaled_gradients
         self.gaps: deque[float] = deque(maxlen=cfg.gap_window)
         self.lr_scale = 1.0
         self.rollbacks = 0
         self.rollback_target: int | None = None  # iteration of the checkpoint last rolled back to
-        self._base_lrs = list(base_lrs)  # the configured rates; lr_scale multiplies these
 
     # -- checks (each raises DivergenceError) -----------------------------------------
-    def check_forward(self, iteration: int, out: "ObjectiveOutput", chain: "SampleResult") -> None:
+    def check_forward(self, iteration: int, out: ObjectiveOutput, chain: SampleResult) -> None:
         """Energies, loss, samples and chain gradients finite; the gap not exploding."""
         ok = torch.isfinite(out.loss.detach()).all() & torch.isfinite(chain.x.detach()).all()
         if chain.grad_norm.numel():
@@ -98,10 +130,9 @@ class DivergenceGuard:
             reason = ("non-finite samples" if what[0].startswith("samples") else
                       "non-finite chain gradients" if what[0].startswith("chain") else "non-finite energies")
             self._raise(iteration, reason, "non-finite " + ", ".join(what))
-        gap = out.logs.get("gap")
+        gap = out.gap if out.gap is not None else out.logs.get("gap")  # the declared gap; a logged one for older objectives
         if gap is not None:
             self._check_gap(iteration, abs(float(gap)))
-
     def _check_gap(self, iteration: int, size: float) -> None:
         c = self.cfg
         if c.max_gap is not None and size > c.max_gap:
@@ -143,88 +174,63 @@ class DivergenceGuard:
         return {"gaps": list(self.gaps), "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
                 "rollback_target": self.rollback_target}
 
-    def load_state_dict(self, state: dict[str, Any] | None, trainer: "Trainer") -> None:
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
         state = state or {}
         self.gaps = deque((float(g) for g in state.get("gaps", [])), maxlen=self.cfg.gap_window)
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.rollbacks = int(state.get("rollbacks", 0))
         target = state.get("rollback_target")
         self.rollback_target = None if target is None else int(target)
-        self.apply_lr_scale(trainer)
-
-    def apply_lr_scale(self, trainer: "Trainer") -> None:
-        """The trainer's base learning rates = configured rates x lr_scale
-        (the schedule multiplies these every iteration)."""
-        trainer.base_lrs = [b * self.lr_scale for b in self._base_lrs]
 
     # -- after a failed check -------------------------------------------------------------
-    def on_train_start(self, trainer: "Trainer") -> None:
-        """With rollbacks on, make sure there is a checkpoint to roll back to."""
-        if self.cfg.action == "rollback" and trainer.iteration == 0 and not list_checkpoints(trainer.run_dir / "checkpoints"):
-            trainer.save()
+    def wants_first_checkpoint(self, iteration: int, checkpoints: Path) -> bool:
+        """With rollbacks on, a run starting from scratch needs a checkpoint to roll back to."""
+        return self.cfg.action == "rollback" and iteration == 0 and not list_checkpoints(checkpoints)
 
-    def recover(self, trainer: "Trainer", err: DivergenceError) -> None:
-        """Roll ``trainer`` back (and return), or raise the final error."""
-        failed_at = err.iteration if err.iteration is not None else trainer.iteration + 1
-        ckdir = trainer.run_dir / "checkpoints"
-        moved = quarantine(ckdir, from_iteration=failed_at - 1) if trainer.is_main else []
-        trainer.accelerator.wait_for_everyone()
-        good = _newest_valid(ckdir)
+    def decide(self, err: DivergenceError, checkpoints: Path, *, iteration: int, is_main: bool = True,
+               barrier: Callable[[], None] = lambda: None,
+               log_event: Callable[[dict[str, Any]], None] = lambda event: None) -> Rollback:
+        """After ``err`` at ``iteration`` + 1: move the checkpoints of the failed
+        weights aside (main process; ``barrier`` waits for the others), then
+        return where to roll back to, or raise the final error (after passing
+        its event to ``log_event``).  Nothing here touches the trainer."""
+        failed_at = err.iteration if err.iteration is not None else iteration + 1
+        moved = quarantine(checkpoints, from_iteration=failed_at - 1) if is_main else []
+        barrier()
+        good = _newest_valid(checkpoints)
         if (self.cfg.action == "rollback" and good is not None and good.iteration == self.rollback_target
                 and self.rollbacks < self.cfg.max_rollbacks):
             # Diverged again before a new checkpoint: that checkpoint is already on the way
             # to the blow-up, so go one checkpoint further back (when one is kept).
-            older = _newest_valid(ckdir, before=good.iteration)
+            older = _newest_valid(checkpoints, before=good.iteration)
             if older is not None:
-                moved += quarantine(ckdir, from_iteration=good.iteration) if trainer.is_main else []
-                trainer.accelerator.wait_for_everyone()
+                moved += quarantine(checkpoints, from_iteration=good.iteration) if is_main else []
+                barrier()
                 good = older
-        event: dict[str, Any] = {"event": "divergence", "iteration": failed_at, "reason": err.reason,
-                                 "message": str(err), "moved_aside": moved}
         if self.cfg.action == "rollback" and good is not None and self.rollbacks < self.cfg.max_rollbacks:
-            rollbacks, scale = self.rollbacks + 1, self.lr_scale * self.cfg.lr_factor
-            trainer.resume(good.path)
-            self.rollbacks, self.lr_scale, self.rollback_target = rollbacks, scale, good.iteration
-            self.apply_lr_scale(trainer)
-            if trainer.is_main:
-                trainer.metrics.truncate_after(trainer.iteration)
-            event.update(action="rollback", checkpoint=str(good.path), resume_iteration=trainer.iteration,
-                         rollback=rollbacks, lr_scale=scale, lr=trainer.base_lrs[0])
-            self._log(trainer, event)
-            warnings.warn(
-                f"training diverged at iteration {failed_at} ({err.reason}); rollback {rollbacks} of at most "
-                f"{self.cfg.max_rollbacks}: continuing from {good.path} (iteration {trainer.iteration}) with the "
-                f"learning rate x{scale:g} = {trainer.base_lrs[0]:.3g}",
-                RuntimeWarning, stacklevel=2,
-            )
-            return
+            return Rollback(good, self.lr_scale * self.cfg.lr_factor, self.rollbacks + 1, self.cfg.max_rollbacks, err,
+                            failed_at, moved)
         if good is not None:
             where = f"The last good checkpoint is {good.path} (iteration {good.iteration})"
         else:
-            where = f"No good checkpoint was written before it (under {ckdir})"
+            where = f"No good checkpoint was written before it (under {checkpoints})"
         if moved:
-            where += f"; checkpoint(s) of the failed weights were moved to {ckdir / QUARANTINE}"
+            where += f"; checkpoint(s) of the failed weights were moved to {Path(checkpoints) / QUARANTINE}"
         if self.cfg.action == "rollback":
             why = ("no checkpoint to roll back to" if good is None else
                    f"gave up after {self.rollbacks} rollback(s) (learning rate x{self.lr_scale:g})")
             where += f". Rollback: {why}"
         hint = (" To go on from it, change the config and run `ebmkit train CONFIG --resume`"
                 + (", or set training.divergence.action = \"rollback\"." if self.cfg.action == "stop" else "."))
-        event.update(action="stop", checkpoint=str(good.path) if good else None)
-        self._log(trainer, event)
+        log_event({"event": "divergence", "iteration": failed_at, "reason": err.reason, "message": str(err),
+                   "moved_aside": moved, "action": "stop", "checkpoint": str(good.path) if good else None})
         raise DivergenceError(f"{err} {where}.{hint if good is not None else ''}", iteration=failed_at,
                               reason=err.reason) from None
 
-    @staticmethod
-    def _log(trainer: "Trainer", event: dict[str, Any]) -> None:
-        if not trainer.is_main:
-            return
-        try:
-            trainer.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(trainer.run_dir / "events.jsonl", "a") as f:
-                f.write(json.dumps(event) + "\n")
-        except OSError:  # the message still reaches the user through the warning / error
-            pass
+    def accept(self, rollback: Rollback) -> None:
+        """The trainer went back as decided (its reload restored this guard's
+        state of that checkpoint): count the rollback and keep the new factor."""
+        self.rollbacks, self.lr_scale, self.rollback_target = rollback.number, rollback.lr_scale, rollback.checkpoint.iteration
 
 
 def _newest_valid(directory: Path, before: int | None = None):

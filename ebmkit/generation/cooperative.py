@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError
-from .interfaces import InitialDistribution, Sampler
+from ..errors import ConfigError
+from ..interfaces import InitialDistribution, Sampler
 
 
 def is_latent(initializer: InitialDistribution) -> bool:

@@ -1,0 +1,92 @@
+"""The command registry: each verb of ``ebmkit`` declared once, with its help
+line, its arguments and the function that runs it.
+
+A module per group of verbs (:mod:`~ebmkit.cli.train`,
+:mod:`~ebmkit.cli.generate`, ...) registers its verbs with :func:`command`;
+:func:`build_parser` builds the parser from what is registered, and
+:func:`command_argv` turns parsed arguments back into a command line for the
+processes of a data-parallel launch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Arguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One verb: ``ebmkit NAME ...``."""
+
+    name: str
+    help: str
+    arguments: Arguments
+    run: Run
+
+
+COMMANDS: dict[str, Command] = {}
+"""Every registered verb, in the order the parser lists them."""
+
+
+def command(name: str, *, help: str, arguments: Arguments) -> Callable[[Run], Run]:
+    """Register the decorated function as the verb ``name``."""
+
+    def register(run: Run) -> Run:
+        COMMANDS[name] = Command(name, help, arguments, run)
+        return run
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ebmkit", description="Energy-based models with short-run MCMC.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for c in COMMANDS.values():
+        c.arguments(sub.add_parser(c.name, help=c.help))
+    return p
+
+
+def command_argv(args: argparse.Namespace, name: str) -> list[str]:
+    """The command line that parses back to ``args`` (less ``--num-processes``),
+    for the launched copies; works for any option the verb declares."""
+    parser = argparse.ArgumentParser(prog=f"ebmkit {name}")
+    COMMANDS[name].arguments(parser)
+    argv = [name]
+    for action in parser._actions:
+        if action.dest in ("help", "num_processes"):
+            continue
+        value = getattr(args, action.dest, action.default)
+        if not action.option_strings:  # a positional
+            argv += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        elif value == action.default:
+            continue
+        elif action.nargs == 0:  # store_true / store_false / store_const
+            argv.append(action.option_strings[-1])
+        elif isinstance(action, argparse._AppendAction):
+            argv += [f"{action.option_strings[-1]}={v}" for v in value]
+        elif isinstance(value, (list, tuple)):
+            argv += [action.option_strings[-1], *map(str, value)]
+        else:
+            argv.append(f"{action.option_strings[-1]}={value}")
+    return argv
+
+
+def relaunch(args: argparse.Namespace, name: str) -> int | None:
+    """With ``--num-processes N`` (N > 1) outside a launcher: run N copies of
+    this command through torch.distributed's launcher and return their exit
+    status.  ``None`` when this process does the work itself (one process,
+    or already one of N started by a launcher)."""
+    from .. import distributed
+
+    n = getattr(args, "num_processes", None)
+    if n is not None and n < 1:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--num-processes must be at least 1, got {n}")
+    if not n or n == 1 or distributed.launched():
+        return None
+    return distributed.launch(command_argv(args, name), n)
