@@ -31,6 +31,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from . import distributed, performance
+from .chain_acceleration import ChainSettings, chain_settings
 from .checkpoint import Checkpoint, atomic_write, find_checkpoint, list_checkpoints, recover_interrupted, save_checkpoint
 from .conditional import batch_condition, bound
 from .config import ExperimentConfig, OptimizerConfig
@@ -138,7 +139,9 @@ class Trainer:
         self.experiment = experiment
         self.config = cfg = experiment.config
         performance.apply_threads(cfg.performance.threads)
+        self.chain_settings = ChainSettings.from_config(cfg.performance)
         self.accelerator = accelerator or make_accelerator(cfg)
+        performance.apply_cudnn_benchmark(cfg.performance.cudnn_benchmark, self.accelerator.device)
         self.run_dir = Path(run_dir or cfg.output.dir)
         self.sampler = experiment.sampler
         self.objective = experiment.objective
@@ -178,7 +181,7 @@ class Trainer:
         if condition is not None:
             x = condition.target  # the positives are the targets (paired data packs the condition beside them)
         with bound(acc.unwrap_model(self.energy), condition):  # energy(x) means U(x | y) until the loss is built
-            with acc.autocast():
+            with acc.autocast(), chain_settings(self.chain_settings):  # the GPU chain's options ([performance])
                 chain = self.sampler.run(acc.unwrap_model(self.energy), z)
             negative = chain.x.detach()
             with acc.autocast():
@@ -283,7 +286,7 @@ class Trainer:
         """n fresh short-run samples from the current model."""
         z = self.initializer.sample(n, data=self._data_batch(n) if self.initializer.needs_data else None)
         energy = self.accelerator.unwrap_model(self.energy)
-        with bound(energy, batch_condition(self.initializer)), self.accelerator.autocast():
+        with bound(energy, batch_condition(self.initializer)), self.accelerator.autocast(), chain_settings(self.chain_settings):
             return self.sampler.run(energy, z).x.detach()
 
     def _data_batch(self, n: int) -> torch.Tensor:
