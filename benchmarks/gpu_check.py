@@ -359,13 +359,13 @@ class GpuCheck:
             return {**row, "status": "skipped", "note": "GPU only"}
         if f"{s.key}:{v.key}" in self.a.skip or v.key in self.a.skip or (v.compile and "compile" in self.a.skip):
             return {**row, "status": "skipped", "note": "--skip"}
-        st = self.state(s)
         need = 4 * self.a.row_seconds + (5 if self.a.toy else 20) + (0 if not v.compile or self.a.toy else 60)
         if self.remaining_rows() < need:
             return {**row, "status": "skipped", "note": f"budget ({self.remaining_rows():.0f} s left for rows, ~{need:.0f} s needed)"}
         _release(self.device)
         before = dict(accel.STATS["fallbacks"])
         try:
+            st = self.state(s)
             st.set_channels_last(v.channels_last)
             z = st.z.clone()
             if v.paper:
@@ -739,8 +739,14 @@ def main(argv: list[str] | None = None) -> int:
                      seed=a.seed, device=a.device, settings=tuple(k for k in a.settings.split(",") if k),
                      skip=tuple(k for k in a.skip.split(",") if k))
     check = GpuCheck(args)
-    code = check.run()
-    print(check.markdown())
+    try:
+        code = check.run()
+    except BaseException as exc:  # noqa: BLE001 - whatever stops the run, keep what was measured
+        check.log(f"run stopped: {_error_text(exc)}\n{traceback.format_exc()[-3000:]}")
+        code = 1
+    finally:
+        check.save()
+        print(check.markdown())
     return code
 
 
