@@ -35,8 +35,8 @@ import contextlib
 import gc
 import json
 import math
-import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,7 +44,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from importlib import metadata, resources
 from pathlib import Path
@@ -739,12 +739,18 @@ def main(argv: list[str] | None = None) -> int:
                      seed=a.seed, device=a.device, settings=tuple(k for k in a.settings.split(",") if k),
                      skip=tuple(k for k in a.skip.split(",") if k))
     check = GpuCheck(args)
+
+    def stop(signum: int, frame: Any) -> None:  # e.g. `timeout` in gpu_run.sh: keep what was measured
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         code = check.run()
     except BaseException as exc:  # noqa: BLE001 - whatever stops the run, keep what was measured
         check.log(f"run stopped: {_error_text(exc)}\n{traceback.format_exc()[-3000:]}")
         code = 1
     finally:
+        signal.signal(signal.SIGTERM, previous)
         check.save()
         print(check.markdown())
     return code

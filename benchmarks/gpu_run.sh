@@ -12,10 +12,12 @@ DEST="${OUT:-$ROOT/benchmark-results}/gpu"
 mkdir -p "$DEST"
 bash benchmarks/gpu_setup.sh 2>&1 | tail -5 | tee "$DEST/setup.log" || exit 1
 nvidia-smi > "$DEST/nvidia-smi.txt" 2>&1 || true
-PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 \
+# a hard stop below the device tool's 600 s limit, so that the summary below is still printed
+PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 timeout "${GPU_CHECK_TIMEOUT:-540}" \
   python3 -m benchmarks.gpu_check --out "$DEST" --budget 420 "$@" > "$DEST/gpu_check.log" 2>&1
 code=$?
-grep -v '^\[' "$DEST/gpu_check.log" | tail -80
-echo "--- last log lines (exit $code) ---"
-grep '^\[' "$DEST/gpu_check.log" | tail -25
+echo "--- gpu_check log, last lines (exit $code; full log: $DEST/gpu_check.log) ---"
+grep -E '^\[|Error|error:|ebmkit chain:' "$DEST/gpu_check.log" | tail -20
+echo "--- $DEST/gpu_check.md ---"
+cat "$DEST/gpu_check.md" 2>/dev/null || tail -40 "$DEST/gpu_check.log"
 exit $code

@@ -46,13 +46,13 @@ is switched on it returns ``None`` and the sampler's own loop runs.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import logging
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +95,7 @@ class ChainSettings:
 _CURRENT: contextvars.ContextVar[ChainSettings] = contextvars.ContextVar("ebmkit_chain_settings", default=ChainSettings())
 
 
-@contextmanager
+@contextlib.contextmanager
 def chain_settings(settings: ChainSettings | None = None, **overrides: Any) -> Iterator[ChainSettings]:
     """Chains run inside the block use ``settings`` (with ``overrides``)."""
     chosen = dataclasses.replace(settings or ChainSettings(), **overrides)
@@ -197,8 +197,12 @@ def loss_scale(energy: nn.Module, device: torch.device) -> LossScale:
 
 
 def _autocast(device_type: str, dtype: torch.dtype | None):
-    # cache off: weights are frozen (never cached anyway) and a captured graph must re-cast them
-    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None, cache_enabled=False)
+    """Autocast to ``dtype``; ``None``: fp32 (an outer autocast switched off)."""
+    if dtype is not None:  # cache off: frozen weights are never cached, and a captured graph must re-cast them
+        return torch.autocast(device_type, dtype=dtype, cache_enabled=False)
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _forward(energy: nn.Module, x: Tensor, device_type: str, dtype: torch.dtype | None) -> Tensor:
@@ -270,7 +274,7 @@ class _Fp16Overflow(Exception):
 
 def _steps(gradient: Callable[[Tensor], Tensor], x: Tensor, count: int, noise_at: Callable[[int], Tensor] | None,
            grad_norm: Tensor, found: Tensor | None, sampler: Any, record: tuple[int, ...] = (),
-           trajectory: dict[int, Tensor] | None = None, offset: int = 0) -> None:
+           trajectory: dict[int, Tensor] | None = None) -> None:
     """``count`` Langevin steps on x in place (the langevin sampler's update,
     x <- x - step * clip(g) + noise * eps, in fp32); the gradient norms go to
     ``grad_norm[k]``; ``found`` collects non-finite gradients (fp16)."""
@@ -285,8 +289,8 @@ def _steps(gradient: Callable[[Tensor], Tensor], x: Tensor, count: int, noise_at
         x.sub_(g, alpha=step_size)
         if noise_sd > 0 and noise_at is not None:
             x.add_(noise_at(k), alpha=noise_sd)
-        if trajectory is not None and offset + k + 1 in record:
-            trajectory[offset + k + 1] = x.clone(memory_format=torch.contiguous_format)
+        if trajectory is not None and k + 1 in record:
+            trajectory[k + 1] = x.clone(memory_format=torch.contiguous_format)
 
 
 def _rng_state(device: torch.device) -> Tensor:
