@@ -137,12 +137,19 @@ def _sync(device: torch.device) -> None:
 @contextlib.contextmanager
 def true_fp32() -> Iterator[None]:
     """TF32 off for convolutions and matmuls (the reference chain and every energy check)."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    # only the flags that are on are touched (torch >= 2.9 also has a newer TF32 API and objects to mixing them)
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if conv:
+        torch.backends.cudnn.allow_tf32 = False
+    if matmul:
+        torch.backends.cuda.matmul.allow_tf32 = False
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        if conv:
+            torch.backends.cudnn.allow_tf32 = True
+        if matmul:
+            torch.backends.cuda.matmul.allow_tf32 = True
 
 
 @contextlib.contextmanager
