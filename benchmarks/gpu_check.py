@@ -415,11 +415,13 @@ class GpuCheck:
 
     # -- training rows
     def best_variant(self, setting: str | None = None, allow_compile: bool = True) -> Variant | None:
-        """The fastest toolkit variant whose energies are in tolerance (at ``setting``, default the first)."""
+        """The fastest toolkit variant at ``setting`` (default: the paper's) whose energies are in
+        tolerance there and at every other setting where it ran."""
         key = setting or self.settings[0].key
+        out_of_tolerance = {r["key"] for r in self.rows if r.get("status") == "ok" and not r.get("energies_ok")}  # anywhere
         ok = [r for r in self.rows if r["setting"] == key and r.get("status") == "ok" and r["key"] != "paper"
-              and r.get("energies_ok") and not r.get("note", "").startswith("NOT captured")
-              and (allow_compile or not r["compile"])]
+              and r.get("energies_ok") and r["key"] not in out_of_tolerance
+              and not r.get("note", "").startswith("NOT captured") and (allow_compile or not r["compile"])]
         if not ok:
             return None
         best = max(ok, key=lambda r: r["img_steps_per_s"])
