@@ -90,7 +90,10 @@ def run(sampler, energy, z, seed=1, **kw):
 def test_auto_is_off_on_cpu_and_takes_the_gpu_defaults_on_cuda(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert not plan_chain(ChainSettings(), cpu).active  # the CPU chain is the one from before
-    assert not plan_chain(ChainSettings(), cuda).active  # GPU defaults not yet measured: all off
+    monkeypatch.setattr(gpu_defaults, "CHAIN_PRECISION", "fp32")
+    monkeypatch.setattr(gpu_defaults, "CHAIN_CUDA_GRAPH", False)
+    monkeypatch.setattr(gpu_defaults, "CHAIN_COMPILE", False)
+    assert not plan_chain(ChainSettings(), cuda).active  # defaults all off: the chain from before
     monkeypatch.setattr(gpu_defaults, "CHAIN_PRECISION", "bf16")
     monkeypatch.setattr(gpu_defaults, "CHAIN_CUDA_GRAPH", True)
     plan = plan_chain(ChainSettings(), cuda)
