@@ -187,6 +187,12 @@ class PerformanceConfig(_Strict):
         None, description="keep the energy's weights channels_last (None: on for image data on CPU when the energy "
               "takes that format, e.g. convnet)")
     compile: bool = Field(False, description="torch.compile the energy (meant for GPUs; not measured on the CPU)")
+    # The GPU chain (ebmkit.chain_acceleration); "auto"/None: off on a CPU, ebmkit.gpu_defaults on CUDA.
+    chain_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype of the chain's energy gradient; x and its update stay fp32 (fp16: loss scaling)")
+    chain_compile: bool | None = Field(None, description="torch.compile the energy's forward/input gradient for the chain")
+    chain_cuda_graph: bool | None = Field(None, description="capture the K-step chain as a CUDA graph and replay it per chain")
+    cudnn_benchmark: bool | None = Field(None, description="CUDA runs: cuDNN's autotuner for the convolutions")
 
 
 class OutputConfig(_Strict):

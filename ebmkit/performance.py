@@ -15,6 +15,8 @@ import logging
 import torch
 from torch import nn
 
+from . import gpu_defaults
+
 log = logging.getLogger("ebmkit")
 
 
@@ -24,14 +26,23 @@ def apply_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def apply_cudnn_benchmark(setting: bool | None, device: torch.device) -> None:
+    """cuDNN's autotuner for the convolutions of a CUDA run (None: as
+    :mod:`ebmkit.gpu_defaults` says; left alone when that is off)."""
+    if device.type == "cuda" and (setting is not None or gpu_defaults.CUDNN_BENCHMARK):
+        torch.backends.cudnn.benchmark = gpu_defaults.CUDNN_BENCHMARK if setting is None else setting
+
+
 def wants_channels_last(setting: bool | None, shape: tuple[int, ...], device: torch.device, energy: nn.Module | None = None) -> bool:
     """channels_last for the energy's weights: as set, or (None, auto) for
     image data (C, H, W) on CPU with an energy that says it takes that
-    format (``Energy.channels_last_ok``), where it measured faster."""
+    format (``Energy.channels_last_ok``), where it measured faster; on CUDA
+    when :mod:`ebmkit.gpu_defaults` says so."""
     if len(shape) != 3:
         return False
     if setting is None:
-        return device.type == "cpu" and bool(getattr(energy, "channels_last_ok", False))
+        measured = device.type == "cpu" or (device.type == "cuda" and gpu_defaults.CHANNELS_LAST)  # GPU: as measured
+        return measured and bool(getattr(energy, "channels_last_ok", False))
     return setting
 
 

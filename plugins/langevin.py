@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 import ebmkit
 from ebmkit import SampleResult, Sampler
+from ebmkit.chain_acceleration import accelerated_chain
 from ebmkit.sampling import chain_memory_format, frozen, input_gradient, langevin_coefficients, langevin_step
 
 
@@ -124,6 +125,10 @@ class LangevinSampler(Sampler):
         x = z.detach().clone(memory_format=fmt)
         dims = tuple(range(1, x.dim()))
         with frozen(energy), torch.no_grad():
+            # GPU chain: autocast / compile / CUDA-graph capture when [performance] asks (ebmkit.chain_acceleration)
+            accelerated = accelerated_chain(self, energy, x, noise=noise, steps=k_steps, record=record)
+            if accelerated is not None:
+                return accelerated
             gradient = input_gradient(energy, x, fast=self.fast)
             for k in range(k_steps):
                 g = gradient(x)

@@ -29,6 +29,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .. import distributed, performance, run_state
+from ..chain_acceleration import ChainSettings, chain_settings
 from ..checkpoint import Checkpoint, atomic_write, find_checkpoint, list_checkpoints, recover_interrupted
 from ..conditional import batch_condition, bound
 from ..config import ExperimentConfig, OptimizerConfig
@@ -76,7 +77,9 @@ class Trainer:
         self.experiment = experiment
         self.config = cfg = experiment.config
         performance.apply_threads(cfg.performance.threads)
+        self.chain_settings = ChainSettings.from_config(cfg.performance)
         self.accelerator = accelerator or make_accelerator(cfg)
+        performance.apply_cudnn_benchmark(cfg.performance.cudnn_benchmark, self.accelerator.device)
         self.run_dir = Path(run_dir or cfg.output.dir)
         self.sampler = experiment.sampler
         self.objective = experiment.objective
@@ -138,7 +141,7 @@ class Trainer:
         if condition is not None:
             x = condition.target  # the positives are the targets (paired data packs the condition beside them)
         with bound(acc.unwrap_model(self.energy), condition):  # energy(x) means U(x | y) until the loss is built
-            with acc.autocast():
+            with acc.autocast(), chain_settings(self.chain_settings):  # the GPU chain's options ([performance])
                 chain = self.sampler.run(acc.unwrap_model(self.energy), z)
             negative = chain.x.detach()
             with acc.autocast():
@@ -282,7 +285,8 @@ class Trainer:
 
     def sample(self, n: int) -> torch.Tensor:
         """n fresh short-run samples from the current model."""
-        return self.generator.draw(n)
+        with chain_settings(self.chain_settings):  # the GPU chain's options ([performance])
+            return self.generator.draw(n)
 
     def data_batch(self, n: int) -> torch.Tensor:
         """n training items drawn at random (torch's global RNG), on the run's device."""
