@@ -61,6 +61,7 @@ from torch import Tensor, nn
 
 from . import gpu_defaults
 from .errors import ConfigError
+from .sampling import langevin_step
 
 log = logging.getLogger("ebmkit")
 
@@ -286,9 +287,8 @@ def _steps(gradient: Callable[[Tensor], Tensor], x: Tensor, count: int, noise_at
         if found is not None:
             found.logical_or_(~torch.isfinite(g).all())
         g = sampler.clip(g)  # the logged norm stays the unclipped one
-        x.sub_(g, alpha=step_size)
-        if noise_sd > 0 and noise_at is not None:
-            x.add_(noise_at(k), alpha=noise_sd)
+        langevin_step(x, g, step_size, noise_sd, noise_at(k) if noise_sd > 0 and noise_at is not None else None,
+                      inplace=True)  # the sampler's own step rule
         if trajectory is not None and k + 1 in record:
             trajectory[k + 1] = x.clone(memory_format=torch.contiguous_format)
 
