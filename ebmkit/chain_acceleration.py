@@ -313,6 +313,9 @@ def accelerated_chain(sampler: Any, energy: nn.Module, x: Tensor, *, noise: Tens
     plan = plan_chain(current_settings(), x.device)
     if not plan.active:
         return None
+    if getattr(sampler, "final_noise_free", 0):
+        _fallback("a noise-free final stretch (final_noise_free) runs in the sampler's own loop")
+        return None
     from .interfaces import SampleResult
 
     trajectory: dict[int, Tensor] = {}

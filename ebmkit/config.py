@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, create_model, field_validator, model_validator
 
 from .errors import ConfigError, validated
 from .interfaces import KINDS, component_spec
@@ -153,6 +153,37 @@ class TrainingConfig(_Strict):
     divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
 
 
+class EMAConfig(_Strict):
+    """``[ema]``: an exponential moving average of the energy's weights
+    (:mod:`ebmkit.training.ema`; what it buys is measured in docs/quality.md)."""
+
+    decay: float | None = Field(None, gt=0.0, lt=1.0, description="EMA decay per iteration, e.g. 0.99 (None: off)")
+    sample: bool = Field(True, description="draw sample grids, evaluations and a loaded run's samples with the "
+                         "averaged weights (training chains always use the live weights)")
+
+
+class EvaluationConfig(_Strict):
+    """``[evaluation]``: sample quality measured while training
+    (:mod:`ebmkit.training.evaluation`, docs/quality.md)."""
+
+    every: int = Field(0, ge=0, description="evaluate every N iterations and at the last (0: off)")
+    samples: int = Field(500, ge=2, description="samples per evaluation, from the same chain starts and noise each time")
+    metrics: list[Literal["classifier", "fid"]] = Field(
+        default_factory=lambda: ["classifier"],
+        description="'classifier' (labelled image sets: recognisable share, coverage, Fréchet distance in its features) "
+                    "and/or 'fid' (Inception, needs its weights on disk)")
+    seed: int = Field(0, description="seed of the fixed chain starts and noise")
+    keep_best: Literal["recognisable", "coverage", "fd", "fid"] | None = Field(
+        None, description="keep the checkpoint with the best value of this score so far in RUN/best/")
+
+    @model_validator(mode="after")
+    def _best_is_measured(self):
+        needs = "fid" if self.keep_best == "fid" else "classifier"
+        if self.keep_best and needs not in self.metrics:
+            raise ValueError(f"keep_best = '{self.keep_best}' needs '{needs}' in metrics (now {self.metrics})")
+        return self
+
+
 class DiagnosticsConfig(_Strict):
     """The anatomy paper's diagnostics (``[diagnostics]``; see docs/anatomy.md
     and :mod:`ebmkit.diagnostics`): d_st and r_t every iteration in
@@ -222,6 +253,8 @@ class ExperimentConfig(_ComponentSections):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    ema: EMAConfig = Field(default_factory=EMAConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @field_validator(*SECTIONS, mode="before")

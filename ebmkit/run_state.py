@@ -46,6 +46,7 @@ class RunParts:
     sampler: Any
     objective: Any
     optimizer: torch.optim.Optimizer
+    ema: Any = None  # an ebmkit.training.ema.WeightAverage, when [ema] is on
 
 
 def save(directory: Path, iteration: int, parts: RunParts, *, initializer_state: dict[str, torch.Tensor],
@@ -55,7 +56,8 @@ def save(directory: Path, iteration: int, parts: RunParts, *, initializer_state:
     the whole initializer, a sharded bank gathered; ``process_rng``: every
     process's RNG in a data-parallel run; ``extra``: more for state.json)."""
     modules = {"energy": parts.energy.state_dict(), "initializer": initializer_state,
-               **({"process_rng": process_rng} if process_rng else {})}
+               **({"process_rng": process_rng} if process_rng else {}),
+               **({"energy_ema": parts.ema.state_dict()} if parts.ema is not None else {})}
     objects = {"optimizer": parts.optimizer.state_dict()}
     for section, part in (("sampler", parts.sampler), ("objective", parts.objective)):
         _component_state(section, part, modules, objects)  # stateful samplers / objectives
@@ -80,6 +82,9 @@ def restore(ckpt: Checkpoint, parts: RunParts, *,
     ``local_initializer_state`` takes this process's share of a sharded bank."""
     check_compatible(ckpt, parts.config, parts.shape)
     load_state(parts.energy, ckpt.tensors("energy"), "energy", ckpt)
+    if parts.ema is not None:
+        # a checkpoint from before [ema] was switched on starts the average at the trained weights
+        parts.ema.load_state_dict(ckpt.tensors("energy_ema") if ckpt.has("energy_ema") else parts.energy.state_dict())
     if ckpt.has("initializer"):
         load_state(parts.initializer, local_initializer_state(ckpt.tensors("initializer")), "initializer", ckpt)
     for section, part in (("sampler", parts.sampler), ("objective", parts.objective)):
@@ -98,9 +103,17 @@ def restore(ckpt: Checkpoint, parts: RunParts, *,
     ckpt.restore_rng()
 
 
-def load_weights(ckpt: Checkpoint, energy: torch.nn.Module, initializer: torch.nn.Module) -> None:
-    """The trained energy and initializer (for generation: no optimiser, no RNG)."""
-    load_state(energy, ckpt.tensors("energy"), "energy", ckpt)
+def load_weights(ckpt: Checkpoint, energy: torch.nn.Module, initializer: torch.nn.Module, *, averaged: bool | None = None) -> None:
+    """The trained energy and initializer (for generation: no optimiser, no
+    RNG).  With ``averaged`` (default: the run's ``ema.sample``) the energy
+    gets the EMA weights where the checkpoint has them."""
+    if averaged is None:
+        averaged = bool(((ckpt.config or {}).get("ema") or {}).get("sample", True))
+    if averaged and ckpt.has("energy_ema"):
+        state = {k: v for k, v in ckpt.tensors("energy_ema").items() if k != "__ema_updates__"}
+        load_state(energy, state, "energy", ckpt)
+    else:
+        load_state(energy, ckpt.tensors("energy"), "energy", ckpt)
     if ckpt.has("initializer"):
         load_state(initializer, ckpt.tensors("initializer"), "initializer", ckpt)
 

@@ -61,6 +61,8 @@ class LangevinParams(ebmkit.Params):
     grad_clip_mode: Literal["element", "norm"] = _grad_clip_mode_field()
     fast: bool = Field(True, description="fast path: the energy's own input gradient where it has one (see docs/performance.md)")
     channels_last: bool | None = Field(None, description="image chains in channels_last memory (None: on for CPU image chains)")
+    final_noise_free: int = Field(0, ge=0, description="the last N steps add no noise (a noise-free final stretch; "
+                                  "the noise is still drawn, so a seed gives the same chain up to there)")
 
     @model_validator(mode="after")
     def _one_form(self):
@@ -80,16 +82,21 @@ class LangevinSampler(Sampler):
 
     def __init__(self, steps: int = 100, step_size: float = 1.0, noise: float = 0.01,
                  grad_clip: float | None = None, grad_clip_mode: str = "element", *, fast: bool = True,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, final_noise_free: int = 0):
         self.steps, self.step_size, self.noise = steps, step_size, noise
         self.grad_clip, self.grad_clip_mode = grad_clip, grad_clip_mode
         self.fast, self.channels_last = fast, channels_last
+        self.final_noise_free = final_noise_free
 
     @classmethod
     def from_params(cls, params: LangevinParams, context) -> "LangevinSampler":
         step, noise = params.resolved()
         return cls(params.steps, step, noise, params.grad_clip, params.grad_clip_mode, fast=params.fast,
-                   channels_last=params.channels_last)
+                   channels_last=params.channels_last, final_noise_free=params.final_noise_free)
+
+    def noise_at(self, k: int, k_steps: int) -> float:
+        """The noise sd of step k of a k_steps chain: none in the final noise-free stretch."""
+        return 0.0 if k >= k_steps - getattr(self, "final_noise_free", 0) else self.noise
 
     def clip(self, g: Tensor) -> Tensor:
         """The gradient the step uses (a subclass built without calling __init__ clips nothing)."""
@@ -111,7 +118,7 @@ class LangevinSampler(Sampler):
                 grad_norm[k] = g.detach().flatten(1).norm(dim=1).mean()
                 g = self.clip(g)
                 xi = (noise[k] if noise is not None else torch.randn_like(x)) if self.noise > 0 else None
-                x = langevin_step(x, g, self.step_size, self.noise, xi)
+                x = langevin_step(x, g, self.step_size, self.noise_at(k, k_steps), xi)
                 if k + 1 in record:
                     trajectory[k + 1] = x.detach().clone()
             return SampleResult(x=x, grad_norm=grad_norm, trajectory=trajectory)
@@ -136,7 +143,7 @@ class LangevinSampler(Sampler):
                 g = self.clip(g)  # the logged norm stays the unclipped one
                 xi = ((noise[k] if noise is not None else torch.randn(x.shape, dtype=x.dtype, device=x.device))
                       if self.noise > 0 else None)
-                langevin_step(x, g, self.step_size, self.noise, xi, inplace=True)
+                langevin_step(x, g, self.step_size, self.noise_at(k, k_steps), xi, inplace=True)
                 if k + 1 in record:
                     trajectory[k + 1] = x.clone(memory_format=torch.contiguous_format)
         return SampleResult(x=x.contiguous(), grad_norm=grad_norm, trajectory=trajectory)

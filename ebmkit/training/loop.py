@@ -42,9 +42,14 @@ from ..interfaces import PARTS
 from ..sampling import seeded
 from .callbacks import Callback, MetricsLog, writing
 from .divergence import DivergenceGuard, Rollback
+from .ema import WeightAverage
+from .evaluation import QualityEvaluation
 from .schedule import LearningRate
 
 log = logging.getLogger("ebmkit")
+
+_BAR_QUALITY = {"eval_recognisable": "rec", "eval_coverage": "cov", "eval_fd": "FD", "eval_fid": "FID"}
+"""[evaluation] numbers shown on the progress bar, and their short names."""
 
 
 def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
@@ -93,6 +98,8 @@ class Trainer:
                                             compile=cfg.performance.compile)
         optimizer = make_optimizer(cfg.optimizer.model_copy(update={"lr": lr}), energy.parameters())
         self.energy, self.optimizer = self.accelerator.prepare(energy, optimizer)
+        # [ema]: the averaged weights, for samples drawn outside training (docs/quality.md)
+        self.ema = WeightAverage(self.unwrapped_energy, cfg.ema.decay) if cfg.ema.decay else None
         distributed.seed_processes(cfg.training.seed, self.accelerator)  # own chains per process, same weights
         # Divergence checks (ebmkit.training.divergence); under fp16 loss
         # scaling an overflowing gradient is routine, so it is not checked.
@@ -100,7 +107,8 @@ class Trainer:
         # The one writer of the learning rate: configured x the guard's factor x the schedule.
         self.learning_rate = LearningRate(self.optimizer, cfg.optimizer.effective_schedule(), cfg.training.iterations)
         self._checkpoint_iteration: int | None = None  # iteration of the last checkpoint saved or loaded
-        self.callbacks = list(callbacks or [])
+        # [evaluation] first, so that the callbacks after it see its numbers in the logs
+        self.callbacks = ([QualityEvaluation(cfg.evaluation)] if cfg.evaluation.every else []) + list(callbacks or [])
         self.iteration = 0
         self.is_main = self.accelerator.is_main_process
         self.metrics = MetricsLog(self.run_dir / "metrics.csv", enabled=self.is_main)
@@ -152,6 +160,8 @@ class Trainer:
         grad_norm = acc.clip_grad_norm_(self.energy.parameters(), self.config.optimizer.grad_clip or math.inf)
         self.divergence.check_gradients(self.iteration + 1, grad_norm)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.unwrapped_energy)
         logs.update({"loss": out.loss.item(), **out.logs, "grad_norm": float(grad_norm)})
         if out.gap is not None:
             logs.setdefault("gap", float(out.gap))  # the declared gap is logged even if the objective did not
@@ -206,6 +216,7 @@ class Trainer:
         bar = tqdm(total=t.iterations, initial=self.iteration, disable=not (t.progress and self.is_main), desc="train",
                    dynamic_ncols=True)
         last: dict[str, float] = {}
+        quality: dict[str, float] = {}  # the latest [evaluation] numbers, kept on the bar between evaluations
         start_time = time.perf_counter()
         for cb in self.callbacks:
             cb.on_train_start(self)
@@ -220,14 +231,15 @@ class Trainer:
                 batches, bar.n = self.batches(), self.iteration
                 continue
             last = {"iteration": self.iteration, "time": round(time.perf_counter() - start_time, 3), **logs}
-            self.metrics.append(last)
-            for cb in self.callbacks:
+            for cb in self.callbacks:  # a callback may add numbers to the row ([evaluation] does)
                 cb.on_step_end(self, last)
+            self.metrics.append(last)
+            quality.update({k: v for k, v in last.items() if k in _BAR_QUALITY})
             if self.iteration % t.log_every == 0 or self.iteration == t.iterations:
                 bar.set_postfix(
-                    {"E+": f"{logs['energy_data']:.3g}", "E-": f"{logs['energy_samples']:.3g}",
-                     "gap": f"{logs['gap']:.3g}", "|g|": f"{logs['grad_norm']:.3g}"} if "gap" in logs else
-                    {"loss": f"{logs['loss']:.3g}"},
+                    ({"E+": f"{logs['energy_data']:.3g}", "E-": f"{logs['energy_samples']:.3g}",
+                      "gap": f"{logs['gap']:.3g}", "|g|": f"{logs['grad_norm']:.3g}"} if "gap" in logs else
+                     {"loss": f"{logs['loss']:.3g}"}) | {_BAR_QUALITY[k]: f"{v:.3g}" for k, v in quality.items()},
                     refresh=False,
                 )
             bar.update(1)
@@ -277,10 +289,19 @@ class Trainer:
 
     # -- samples -------------------------------------------------------------------------
     @property
+    def sampling_energy(self) -> torch.nn.Module:
+        """The energy samples are drawn with outside training: the EMA weights
+        when ``[ema]`` is on with ``sample = true``, else the live ones."""
+        if self.ema is not None and self.config.ema.sample:
+            return self.ema.module
+        return self.unwrapped_energy
+
+    @property
     def generator(self) -> ShortRunGenerator:
         """The model as it stands, as a generator: the one inference path
-        (modes untouched, under accelerate's autocast)."""
-        return ShortRunGenerator(self.unwrapped_energy, self.sampler, self.initializer, self.experiment.shape,
+        (modes untouched, under accelerate's autocast; the EMA weights where
+        the run samples with them)."""
+        return ShortRunGenerator(self.sampling_energy, self.sampler, self.initializer, self.experiment.shape,
                                  dataset=self.experiment.dataset, eval_mode=False, autocast=self.accelerator.autocast)
 
     def sample(self, n: int) -> torch.Tensor:
@@ -313,7 +334,14 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------
     def _parts(self) -> run_state.RunParts:
         return run_state.RunParts(self.config, self.experiment.shape, self.unwrapped_energy, self.initializer, self.sampler,
-                                  self.objective, self.optimizer)
+                                  self.objective, self.optimizer, ema=self.ema)
+
+    def save_copy(self, directory: Path) -> Path:
+        """A checkpoint of the run as it stands into ``directory`` (keeping
+        only that one), outside the run's own checkpoints: ``RUN/best/``.
+        Single-process runs (a data-parallel run's bank is spread over processes)."""
+        return run_state.save(directory, self.iteration, self._parts(), initializer_state=self.initializer.state_dict(),
+                              extra={"divergence": self.divergence.state_dict()}, keep=1)
 
     def save(self) -> Path | None:
         """Write a checkpoint of everything needed to resume (main process only)."""
