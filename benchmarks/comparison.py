@@ -15,7 +15,6 @@ Every FID is printed beside the real-vs-real floor at the same sample count.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ebmkit.errors import ConfigError, DataError, EbmkitError
 from ebmkit.images import save_grid, save_rows
 
-from .harness import Budget, Cell, RunContext, Table, run_metadata, settings_with_overrides, write_report
+from .harness import Budget, Cell, RunContext, Table, resolve_device, run_metadata, settings_with_overrides, write_report
+from .plots import plot_bars, plot_line
+from .realdata import extractor, load_data, reference
 from .suites import SuiteArgs, register_suite
 
 TABLES = ("table1", "table2", "table3", "table4", "table5", "speed")
@@ -116,57 +117,6 @@ PAPER = {
 }
 
 
-# -- data and the Inception reference ----------------------------------------------------
-
-
-def images_of(dataset: Any, limit: int | None = None) -> torch.Tensor:
-    if hasattr(dataset, "data") and isinstance(dataset.data, torch.Tensor):
-        data = dataset.data
-        return data[:limit] if limit else data
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    return torch.stack([dataset[i] for i in range(n)])
-
-
-def load_data(ctx: RunContext, s: ComparisonSettings) -> dict[str, Any]:
-    if "data" not in ctx.shared:
-        from ebmkit import create_dataset
-
-        params = {k: v for k, v in s.data.items() if k != "name"}
-        source = create_dataset(s.data["name"], **params)
-        train, test = images_of(source.load("train")), images_of(source.load("test"))
-        ctx.shared["data"] = {"train": train, "test": test, "shape": tuple(train.shape[1:]), "params": params}
-        ctx.log(f"data: {s.data['name']} train {tuple(train.shape)}, test {tuple(test.shape)}")
-    return ctx.shared["data"]
-
-
-def extractor(ctx: RunContext, s: ComparisonSettings):
-    if "inception" not in ctx.shared:
-        from ebmkit.metrics import InceptionFeatures
-
-        ex = InceptionFeatures(ctx.shared.get("inception_path"), device=ctx.shared["device"], batch_size=s.inception_batch)
-        ctx.shared["inception"] = ex
-        ctx.log(f"inception: {ex.net.source} {ex.net.path} (id {ex.id}; classifier head: {'yes' if ex.net.head is not None else 'no'})")
-    return ctx.shared["inception"]
-
-
-def reference(ctx: RunContext, s: ComparisonSettings):
-    """Real features of the training split: half to compare with, half for the floor."""
-    if "reference" not in ctx.shared:
-        from ebmkit.metrics import RealReference, real_features
-
-        data, ex = load_data(ctx, s), extractor(ctx, s)
-        n = max(s.n_fid, s.n_fid_ablation or 0)
-        size = data["shape"][-1]
-        if data["train"].shape[0] < 2 * n:
-            raise DataError(f"{s.data['name']}: the FID reference needs 2 x {n} training images (reference + floor), "
-                            f"the split has {data['train'].shape[0]}; lower n_fid")
-        feats = real_features(s.data["name"], data["train"], ex, split="train", resolution=size, n=2 * n,
-                              network_id=ex.id, params=data["params"], seed=0, progress=ctx.progress, log=ctx.log,
-                              folder=ctx.shared.get("fid_cache"))
-        ctx.shared["reference"] = RealReference.from_features(feats)
-    return ctx.shared["reference"]
-
-
 # -- cells ---------------------------------------------------------------------------------
 
 
@@ -199,7 +149,7 @@ def run_model_cell(cell: Cell, ctx: RunContext, s: ComparisonSettings) -> dict[s
     from .reconstruction import reconstruction_path
 
     spec, method_name = cell.spec, cell.spec["method"]
-    data = load_data(ctx, s)
+    data = load_data(ctx, s.data)
     device = ctx.shared["device"]
     budget = Budget(iterations=spec["budget"]["iterations"], seconds=spec["budget"]["seconds"])
     recon = spec["recon"]
@@ -225,7 +175,7 @@ def run_model_cell(cell: Cell, ctx: RunContext, s: ComparisonSettings) -> dict[s
     samples = torch.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
     grid = save_grid(samples[: s.grid].clamp(-1, 1), ctx.out / "samples" / f"{cell.id}.png")
 
-    ex, ref = extractor(ctx, s), reference(ctx, s)
+    ex, ref = extractor(ctx, s.inception_batch), reference(ctx, s.data, max(s.n_fid, s.n_fid_ablation or 0), s.inception_batch)
     feats = ex(samples, progress=ctx.progress, desc=f"inception {cell.name}")
     np.save(ctx.cell_dir(cell) / "features.npy", feats.astype(np.float32))
     score = ref.score(feats, kid_subsets=s.kid_subsets, seed=s.seed)
@@ -353,71 +303,6 @@ def build_tables(s: ComparisonSettings, cells: list[Cell], results: dict[str, di
                          [budget_note, "Measured side by side in one run; samples/s includes the EBM's K Langevin steps."],
                          plot_bars("train it/s", log=True)))
     return out
-
-
-def plot_bars(column: str, log: bool = False):
-    def plot(table: Table, path: Path) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        labels = [str(r.get("method")) for r in table.rows]
-        values = [_num(r.get(column)) for r in table.rows]
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.bar(labels, values, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][: len(values)])
-        floors = [_num(r.get(f"floor {column}")) for r in table.rows]
-        if column == "FID" and any(not math.isnan(f) for f in floors):
-            ax.axhline(np.nanmean(floors), color="k", ls="--", lw=1, label="real-vs-real floor")
-            ax.legend()
-        ax.set_ylabel(column)
-        if log:
-            ax.set_yscale("log")
-        ax.set_title(table.title, fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
-
-    return plot
-
-
-def plot_line(symbol: str):
-    def plot(table: Table, path: Path) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        xs = [_num(r[symbol]) for r in table.rows]
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(xs, [_num(r["FID"]) for r in table.rows], "o-", label="FID")
-        ax.plot(xs, [_num(r["floor FID"]) for r in table.rows], "k--", lw=1, label="real-vs-real floor")
-        ax.set_xlabel(symbol)
-        ax.set_ylabel("FID")
-        ax.legend()
-        ax.set_title(table.title, fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
-
-    return plot
-
-
-def _num(v: Any) -> float:
-    return float("nan") if v is None else float(v)
-
-
-# -- running -----------------------------------------------------------------------------------
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    return device
 
 
 def run_comparison(s: ComparisonSettings, args: SuiteArgs) -> int:

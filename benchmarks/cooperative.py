@@ -29,6 +29,7 @@ from ebmkit.errors import ConfigError, DivergenceError
 from ebmkit.images import save_grid
 
 from .harness import Budget, Cell, RunContext, Table, fmt, run_metadata, settings_with_overrides, write_report
+from .realdata import extractor, reference
 from .suites import SuiteArgs, register_suite
 
 
@@ -134,7 +135,7 @@ def run_eval(cell: Cell, ctx: RunContext, s: CooperativeSettings, trained: dict[
     samples = torch.nan_to_num(torch.cat(parts), nan=0.0, posinf=1.0, neginf=-1.0)
     sample_cpu = time.process_time() - cpu0
     grid = save_grid(samples[: s.grid].clamp(-1, 1), ctx.out / "samples" / f"{cell.id}.png")
-    ex, ref = extractor(ctx, s), reference(ctx, s)
+    ex, ref = extractor(ctx, s.inception_batch), reference(ctx, s.data, s.n_fid, s.inception_batch)
     feats = ex(samples, progress=ctx.progress, desc=f"inception {cell.name}")
     score = ref.score(feats, kid_subsets=s.kid_subsets, seed=s.seed)
     floor = ref.floor(score["n"], kid_subsets=s.kid_subsets, seed=s.seed)
@@ -142,33 +143,6 @@ def run_eval(cell: Cell, ctx: RunContext, s: CooperativeSettings, trained: dict[
     return {"method": cell.spec["train"]["method"], "k": k, "fid": score["fid"], "kid": score["kid"], "n_fid": score["n"],
             "floor_fid": floor["fid"], "floor_kid": floor["kid"], "sample_cpu_ms_per_image": 1e3 * sample_cpu / n,
             "grid": str(grid.relative_to(ctx.out))}
-
-
-def extractor(ctx: RunContext, s: CooperativeSettings):
-    if "inception" not in ctx.shared:
-        from ebmkit.metrics import InceptionFeatures
-
-        ctx.shared["inception"] = ex = InceptionFeatures(ctx.shared.get("inception_path"), device="cpu",
-                                                         batch_size=s.inception_batch)
-        ctx.log(f"inception: {ex.net.source} {ex.net.path} (id {ex.id})")
-    return ctx.shared["inception"]
-
-
-def reference(ctx: RunContext, s: CooperativeSettings):
-    """Real training images: half to compare with, half for the floor (cached)."""
-    if "reference" not in ctx.shared:
-        from ebmkit import create_dataset
-        from ebmkit.metrics import RealReference, real_features
-
-        from .comparison import images_of
-
-        params = {k: v for k, v in s.data.items() if k != "name"}
-        train = images_of(create_dataset(s.data["name"], **params).load("train"))
-        ex = extractor(ctx, s)
-        feats = real_features(s.data["name"], train, ex, split="train", resolution=train.shape[-1], n=2 * s.n_fid,
-                              network_id=ex.id, params=params, seed=0, progress=ctx.progress, log=ctx.log)
-        ctx.shared["reference"] = RealReference.from_features(feats)
-    return ctx.shared["reference"]
 
 
 # -- tables ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The parts every suite shares: budgets, resumable cells, tables, run metadata.
+"""The parts every suite shares: budgets, resumable cells, tables, run metadata,
+`--set` overrides of a suite's settings and `--device`.
 
 A suite's work is split into *cells* (train one model and evaluate it, say).
 Each finished cell is written at once as ``<out>/cells/<id>.json``; a killed
@@ -91,6 +92,17 @@ def settings_with_overrides(settings: SettingsT, overrides: list[str]) -> Settin
     from ebmkit.errors import validated
 
     return validated(type(settings), apply_overrides(settings.model_dump(), list(overrides)), heading="--set", separator=": ")
+
+
+def resolve_device(device: str) -> str:
+    """``--device``: ``auto`` is CUDA when there is a GPU, else the CPU; ``cuda`` without one is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    return device
 
 
 def spec_id(spec: dict[str, Any]) -> str:

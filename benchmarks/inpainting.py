@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ebmkit.errors import ConfigError
 
 from .harness import Budget, Cell, RunContext, Table, run_metadata, settings_with_overrides, write_json
+from .realdata import load_split
 from .suites import SuiteArgs, register_suite
 
 
@@ -95,14 +96,6 @@ def ebm_config(s: InpaintingSettings, data: dict[str, Any], energy: dict[str, An
     }
 
 
-def _load(data: dict[str, Any], split: str) -> torch.Tensor:
-    from ebmkit.registry import default_registry
-
-    spec = dict(data)
-    ds = default_registry().build("dataset", spec.pop("name"), spec, where="data").load(split)
-    return torch.stack([ds[i] for i in range(len(ds))])
-
-
 def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Budget, cooperative: bool = False) -> dict[str, Any]:
     """One mask: the conditional EBM and the two baselines, or (``cooperative``)
     the EBM trained with a conditional VAE proposing its chain starts, scored
@@ -114,7 +107,7 @@ def run_mask_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: Bu
     from .methods import EBMMethod, train
 
     mask_spec = dict(cell.spec["mask"])
-    train_x, test_x = _load(s.data, "train"), _load(s.data, "test")[: s.n_test]
+    train_x, test_x = load_split(s.data, "train"), load_split(s.data, "test")[: s.n_test]
     torch.manual_seed(s.seed)
     masked = {"name": "masked", "mask": mask_spec, "fill": s.fill}
     init = {"name": "conditional-vae", "condition": masked, **s.vae} if cooperative else masked
@@ -161,7 +154,7 @@ def run_paired_cell(cell: Cell, ctx: RunContext, s: InpaintingSettings, budget: 
     from .methods import EBMMethod, train
 
     data = {"name": "paired-folders", "root": s.paired_root, **s.paired}
-    train_x, test_x = _load(data, "train"), _load(data, "test")[: s.n_test]
+    train_x, test_x = load_split(data, "train"), load_split(data, "test")[: s.n_test]
     ct = int(s.paired.get("image_channels", 3))
     torch.manual_seed(s.seed)
     paired = {"name": "paired", "target_channels": ct, "fill": "uniform"}

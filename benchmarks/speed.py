@@ -34,21 +34,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, field_validator
 
 import ebmkit
-from ebmkit.errors import ConfigError
+from ebmkit.errors import ConfigError, validated
 
-from .harness import Table, run_metadata, write_json
+from .harness import Table, run_metadata, settings_with_overrides, write_json
 from .suites import SuiteArgs, register_suite
 
 
-@dataclass
-class SpeedSettings:
+class SpeedSettings(BaseModel):
+    """The suite's settings; ``--set key=value`` through :func:`benchmarks.harness.settings_with_overrides`
+    (``nf`` also as a comma-separated list, ``--set nf=32,64``)."""
+
+    model_config = ConfigDict(extra="forbid")
     nf: tuple[int, ...] = (32, 64)
     image_size: int = 32
     channels: int = 3
@@ -59,6 +63,11 @@ class SpeedSettings:
     peers: bool = True
     train: bool = True
     seed: int = 0
+
+    @field_validator("nf", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        return tuple(int(w) for w in v.split(",")) if isinstance(v, str) else v
 
     @classmethod
     def quick(cls) -> "SpeedSettings":
@@ -400,7 +409,7 @@ def run_speed(s: SpeedSettings, out: Path, log: Callable[[str], None] = print) -
                              "cpu_ratio_to_a", "gflops_cpu", "pct_of_cpu_peak", "gflop_per_iteration"],
                             train_rows, notes=[where]))
     meta = run_metadata("speed", device="cpu", seeds={"weights": s.seed}, budget=None,
-                        extra={"settings": asdict(s), "matmul_peak": peak, "load_average": {"before": load, "after": load_after},
+                        extra={"settings": s.model_dump(mode="json"), "matmul_peak": peak, "load_average": {"before": load, "after": load_after},
                                "peers": _peer_versions()})
     if sys.argv and sys.argv[0].endswith("speed.py"):  # run as `python -m benchmarks.speed`
         meta["command"] = " ".join(["python", "-m", "benchmarks.speed", *sys.argv[1:]])
@@ -433,28 +442,11 @@ def _peer_versions() -> dict[str, str | None]:
 # -- entry points --------------------------------------------------------------------------------
 
 
-def _apply(s: SpeedSettings, key: str, raw: str) -> SpeedSettings:
-    names = {f.name for f in fields(SpeedSettings)}
-    if key not in names:
-        raise ConfigError(f"unknown speed setting '{key}'; settings: {', '.join(sorted(names))}")
-    if key == "nf":
-        value: Any = tuple(int(v) for v in str(raw).split(","))
-    elif key in ("peers", "train"):
-        value = str(raw).lower() in ("1", "true", "yes", "on")
-    else:
-        value = int(raw)
-    setattr(s, key, value)
-    return s
-
-
 @register_suite("speed", help="Langevin sampling / training speed vs the paper's loop and PyPI peers")
 def run_suite(args: SuiteArgs) -> int:
     quick = any(o.strip().lower() in ("quick=true", "quick=1") for o in args.overrides)
     s = SpeedSettings.quick() if quick else SpeedSettings()
-    for item in args.overrides:
-        key, _, raw = item.partition("=")
-        if key.strip() != "quick":
-            _apply(s, key.strip(), raw.strip())
+    s = settings_with_overrides(s, [o for o in args.overrides if o.partition("=")[0].strip() != "quick"])
     s.threads, s.seed = args.threads or s.threads, args.seed
     result = run_speed(s, args.out)
     print(result["markdown"])
@@ -472,13 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmark-results") / "speed")
     a = p.parse_args(argv)
     s = SpeedSettings.quick() if a.quick else SpeedSettings()
-    if a.nf:
-        _apply(s, "nf", a.nf)
-    for name in ("image_size", "channels", "batch", "steps", "rounds", "threads", "seed"):
-        if getattr(a, name) is not None:
-            setattr(s, name, getattr(a, name))
-    s.peers, s.train = s.peers and not a.no_peers, s.train and not a.no_train
+    given = {name: getattr(a, name) for name in ("nf", "image_size", "channels", "batch", "steps", "rounds", "threads", "seed")
+             if getattr(a, name) is not None}
     try:
+        s = validated(SpeedSettings, {**s.model_dump(), **given}, heading="speed settings")
+        s.peers, s.train = s.peers and not a.no_peers, s.train and not a.no_train
         result = run_speed(s, a.out)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

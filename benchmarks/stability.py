@@ -191,7 +191,7 @@ def plot_grid(s: StabilitySettings, cells: list[Cell], results: dict[str, dict[s
 
 def run_stability(s: StabilitySettings, args: SuiteArgs) -> int:
     """Plan, run (resuming), tabulate, print and save one sweep."""
-    from .comparison import resolve_device
+    from .harness import resolve_device
 
     if args.overrides:
         s = settings_with_overrides(s, args.overrides)

@@ -120,3 +120,24 @@ def test_suite_settings_take_set_overrides_and_name_a_bad_field():
         settings_with_overrides(DEFAULT, ["samples='many'"])
     with pytest.raises(ConfigError, match=r"--set: .*nope"):
         settings_with_overrides(DEFAULT, ["nope=1"])
+
+
+def test_the_speed_suite_reads_set_through_the_harness():
+    from benchmarks.harness import settings_with_overrides
+    from benchmarks.speed import SpeedSettings
+
+    s = settings_with_overrides(SpeedSettings.quick(), ["nf=4,8", "peers=false", "rounds=3"])
+    assert s.nf == (4, 8) and s.peers is False and s.rounds == 3 and s.image_size == 8
+    assert settings_with_overrides(SpeedSettings(), ["nf=[16]"]).nf == (16,)
+    with pytest.raises(ConfigError, match=r"--set: nff: unknown field \(did you mean 'nf'\?\)"):
+        settings_with_overrides(SpeedSettings(), ["nff=3"])
+
+
+def test_shared_harness_pieces_live_outside_the_suites():
+    import benchmarks.comparison as comparison
+    import benchmarks.cooperative as cooperative
+    from benchmarks import harness, plots, realdata
+
+    assert comparison.reference is realdata.reference and cooperative.reference is realdata.reference
+    assert comparison.plot_bars is plots.plot_bars and comparison.resolve_device is harness.resolve_device
+    assert harness.resolve_device("cpu") == "cpu"

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..interfaces import InitialDistribution, Sampler
+from ..interfaces import InitialDistribution, SampleResult, Sampler
+from .generator import ShortRunGenerator
 
 
 def is_latent(initializer: InitialDistribution) -> bool:
@@ -53,7 +54,8 @@ def propose_and_revise(energy: nn.Module, initializer: InitialDistribution, samp
     with torch.no_grad():
         x0 = initializer.decode(z)
     k = sampler.steps if steps is None else steps
-    chain = sampler.run(energy, x0, steps=k, record=tuple(sorted({0, k, *[s for s in record if 0 <= s <= k]})))
+    record = tuple(sorted({0, k, *[s for s in record if 0 <= s <= k]}))
+    chain = _revise(energy, initializer, sampler, x0, steps=k, record=record)
     with torch.no_grad():
         e0, ek = energy(x0), energy(chain.x)
     return Revision(z, x0, chain.x.detach(), chain.trajectory, e0, ek)
@@ -83,8 +85,13 @@ def interpolate(energy: nn.Module, initializer: InitialDistribution, sampler: Sa
     k = sampler.steps if steps is None else steps
     shape = x0.shape[1:]
     noise = torch.randn(k, pairs, 1, *shape, device=x0.device).expand(k, pairs, points, *shape).reshape(k, pairs * points, *shape)
-    xk = sampler.run(energy, x0, steps=k, noise=noise).x.detach()
+    xk = _revise(energy, initializer, sampler, x0, steps=k, noise=noise).x.detach()
     return rho, x0.view(pairs, points, *shape), xk.view(pairs, points, *shape)
+
+
+def _revise(energy: nn.Module, initializer: InitialDistribution, sampler: Sampler, x0: Tensor, **run) -> SampleResult:
+    """Langevin from the proposals x0: the generator's chain (the one inference path), started at x0."""
+    return ShortRunGenerator(energy, sampler, initializer, tuple(x0.shape[1:]), eval_mode=False).chain(x0, **run)
 
 
 def default_record(k: int, count: int = 6) -> tuple[int, ...]:
