@@ -5,6 +5,7 @@
     ebmkit inpaint CHECKPOINT [--images test] [--mask centre:fraction=0.5] [--samples 4] [--out DIR]
     ebmkit cooperative-sample CHECKPOINT --out DIR [--steps K] [--record 0,5,10]
     ebmkit generate | interpolate | reconstruct | super-resolve CHECKPOINT [...]   (docs/generator.md)
+    ebmkit map RUN --starts data:500 [...]   (docs/landscape.md)
     ebmkit plugins [--kind KIND]
     ebmkit presets
 
@@ -404,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .generator_cli import add_generator_commands  # generate, interpolate, reconstruct, super-resolve
 
     add_generator_commands(sub, COMMANDS)
+    from .mapping.run import add_map_command  # ebmkit map (docs/landscape.md)
+
+    add_map_command(sub, COMMANDS)
     return p
 
 
