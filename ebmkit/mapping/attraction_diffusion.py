@@ -75,6 +75,31 @@ class MagnetisedEnergy(Energy):
         return gradient
 
 
+class WalledEnergy(Energy):
+    """U(x) + (stiffness / 2) * ||x - clamp(x, low, high)||^2: U inside the box, a quadratic wall outside.
+
+    Image potentials learned on [-1, 1] often keep falling outside it (ever
+    higher contrast), so descent would never settle; the wall keeps chains
+    on the image domain.  For a gradient step s the wall is stable while
+    s * stiffness < 2.
+    """
+
+    def __init__(self, energy: nn.Module, low: float, high: float, stiffness: float):
+        super().__init__()
+        if not low < high or stiffness <= 0:
+            raise ValueError(f"need low < high and stiffness > 0, got ({low}, {high}) and {stiffness}")
+        self.energy, self.low, self.high, self.stiffness = energy, float(low), float(high), float(stiffness)
+        self.channels_last_ok = bool(getattr(energy, "channels_last_ok", False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x - x.clamp(self.low, self.high)
+        return self.energy(x) + 0.5 * self.stiffness * out.flatten(1).pow(2).sum(1)
+
+    def input_grad_fn(self, like: Tensor) -> Callable[[Tensor], Tensor]:
+        inner = input_gradient(self.energy, like)
+        return lambda x: inner(x) + self.stiffness * (x - x.clamp(self.low, self.high))
+
+
 def energies(energy: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """U(x) for a large batch, in pieces, without a graph."""
     with frozen(energy), torch.no_grad():
@@ -174,4 +199,4 @@ def attraction_diffusion(
     return ADResult(success=success.cpu(), barrier=barrier.cpu(), steps=steps.cpu(), closest=best.cpu())
 
 
-__all__ = ["ADResult", "MagnetisedEnergy", "attraction_diffusion", "distances", "energies"]
+__all__ = ["ADResult", "MagnetisedEnergy", "WalledEnergy", "attraction_diffusion", "distances", "energies"]

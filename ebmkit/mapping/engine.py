@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..checkpoint import atomic_write
 from ..errors import ConfigError
 from ..sampling import seeded
-from .attraction_diffusion import attraction_diffusion
+from .attraction_diffusion import WalledEnergy, attraction_diffusion
 from .basins import BarrierSearch, Grouping
 from .calibration import Calibration, calibrate_alpha, default_grid, line_thresholds, random_pairs
 from .minima import descend, deduplicate
@@ -49,6 +49,9 @@ class LandscapeMapper:
     def __init__(self, energy: nn.Module, ad_sampler, descent_sampler, settings: MapSettings, out: str | Path, *,
                  identity: dict[str, Any] | None = None, progress: bool = True, restart: bool = False,
                  device: str | torch.device = "cpu") -> None:
+        if settings.box is not None:
+            stiffness = settings.wall or 0.5 / float(getattr(ad_sampler, "step_size", 1.0))
+            energy = WalledEnergy(energy, *settings.box, stiffness)
         self.energy, self.ad_sampler, self.descent_sampler = energy, ad_sampler, descent_sampler
         self.settings, self.out, self.progress = settings, Path(out), progress
         self.device = torch.device(device)

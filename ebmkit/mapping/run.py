@@ -66,6 +66,10 @@ def add_map_command(sub: Any, commands: dict[str, Callable[[argparse.Namespace],
         m.add_argument("--" + name.replace("_", "-"), type=typ, help=f[name].description)
     m.add_argument("--directions", choices=["both", "forward", "backward"], help=f["directions"].description)
     m.add_argument("--barrier-ladder", type=float, nargs="+", metavar="M", help=f["barrier_ladder"].description)
+    m.add_argument("--box", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="keep chains in [LOW, HIGH] with a quadratic wall (default for images: -1 1)")
+    m.add_argument("--no-box", action="store_true", help="no wall, also for images")
+    m.add_argument("--wall", type=float, help=f["wall"].description)
     m.add_argument("--show", type=int, default=64, help="start images in each basin's grid")
     m.add_argument("--device", default="cpu")
     m.add_argument("--restart", action="store_true", help="discard a saved map in the output folder and start afresh")
@@ -73,13 +77,17 @@ def add_map_command(sub: Any, commands: dict[str, Callable[[argparse.Namespace],
     commands["map"] = cmd_map
 
 
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace, image: bool = False):
     from pydantic import ValidationError
 
     from ..errors import format_validation_error
     from .settings import MapSettings
 
     values = {k: getattr(args, k) for k in MapSettings.model_fields if getattr(args, k, None) is not None}
+    if getattr(args, "no_box", False):
+        values.pop("box", None)
+    elif image and "box" not in values:
+        values["box"] = (-1.0, 1.0)  # the toolkit's image scale
     try:
         return MapSettings.model_validate(values)
     except ValidationError as exc:
@@ -134,7 +142,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     from .engine import LandscapeMapper
     from .report import write_report
 
-    settings = settings_from_args(args)
+    settings_from_args(args)  # bad values fail before the checkpoint loads
     kinds = parse_starts(args.starts)
     if args.show < 0:
         raise ConfigError(f"--show must not be negative, got {args.show}")
@@ -143,6 +151,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     if isinstance(exp.energy, ConditionalEnergy):
         raise ConfigError(f"ebmkit map maps an unconditional energy U(x); this checkpoint's energy "
                           f"'{exp.config.energy.name}' is conditional, U(x | y)")
+    settings = settings_from_args(args, image=len(exp.shape) == 3)
     step = settings.step_size if settings.step_size is not None else getattr(exp.sampler, "step_size", None)
     noise = settings.noise if settings.noise is not None else getattr(exp.sampler, "noise", None)
     if step is None or noise is None:

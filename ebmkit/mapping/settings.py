@@ -37,6 +37,10 @@ class MapSettings(BaseModel):
     calibration_pairs: PositiveInt = Field(24, description="random pairs of minima used to calibrate alpha")
     calibration_alphas: tuple[PositiveFloat, ...] | None = Field(None, description="alphas tried (None: a grid from the "
                                                                   "pairs' straight-line slopes)")
+    box: tuple[float, float] | None = Field(None, description="keep chains in [low, high] with a quadratic wall "
+                                            "(ebmkit map: (-1, 1) for images); None: no wall")
+    wall: PositiveFloat | None = Field(None, description="stiffness of the wall (None: 0.5 / the AD step, half the "
+                                       "largest stable value)")
     batch_size: PositiveInt = Field(512, description="chains run at once")
 
 
