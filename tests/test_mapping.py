@@ -283,6 +283,12 @@ def test_choose_window():
     (lo, hi), alpha, note = choose([0.1, 0.2, 0.4, 0.8, 1.6], [0.0, 0.0, 0.5, 0.5, 1.0])
     assert (lo, hi) == (0.2, 1.6) and alpha == pytest.approx(math.sqrt(0.2 * 1.6)) and not note
     assert "lower" in choose([1.0, 2.0], [0.5, 1.0])[2]
+    # with a target rate: log-linear between the grid points that bracket it
+    _, alpha, _ = choose([0.1, 0.2, 0.4, 0.8, 1.6], [0.0, 0.0, 0.5, 0.5, 1.0], rate=0.25)
+    assert alpha == pytest.approx(math.sqrt(0.2 * 0.4))
+    assert choose([0.1, 0.2, 0.4], [0.0, 0.5, 1.0], rate=0.75)[1] == pytest.approx(math.sqrt(0.2 * 0.4))
+    _, alpha, note = choose([0.1, 0.2], [0.0, 0.5], rate=0.9)
+    assert alpha == 0.2 and "largest" in note
 
 
 def test_purity_and_ari_by_hand():
@@ -292,3 +298,22 @@ def test_purity_and_ari_by_hand():
     s = scores(labels, labels)
     assert s["purity"] == 1.0 and s["ari"] == pytest.approx(1.0) and s["clusters"] == 3
     assert scores([0, 1, 0, 1], [0, 0, 0, 0])["ari"] == pytest.approx(0.0)
+
+
+def test_a_map_saved_before_a_setting_existed_still_resumes(tmp_path):
+    """Settings added later count as their defaults when an older state file is read."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    m = mapped(tmp_path, "old", alpha=3.0)
+    path = tmp_path / "old" / "state.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        state = json.loads(f.metadata()["state"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    del state["settings"]["calibration_rate"]
+    save_file(tensors, str(path), metadata={"state": json.dumps(state)})
+    ad, gd = samplers()
+    again = LandscapeMapper(FourWell(), ad, gd, m.settings, tmp_path / "old", progress=False)
+    assert again.resumed and again.state["grouping"] == m.state["grouping"]
+    with pytest.raises(Exception, match="different settings alpha"):
+        LandscapeMapper(FourWell(), ad, gd, settings(alpha=2.0), tmp_path / "old", progress=False)

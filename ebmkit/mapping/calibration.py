@@ -77,8 +77,19 @@ def default_grid(thresholds: Tensor, points: int = 12) -> list[float]:
     return [float(v) for v in torch.logspace(math.log10(lo), math.log10(hi), points, dtype=torch.float64)]
 
 
-def choose(alphas: Sequence[float], rates: Sequence[float]) -> tuple[tuple[float, float], float, str]:
-    """The metastable window and the alpha at its geometric middle."""
+def alpha_at_rate(alphas: Sequence[float], rates: Sequence[float], rate: float) -> float | None:
+    """The alpha at which the success rate first reaches ``rate``, interpolated
+    linearly in log alpha between grid points; None when it never does."""
+    for (a0, r0), (a1, r1) in zip(zip(alphas, rates), list(zip(alphas, rates))[1:]):
+        if r0 < rate <= r1:
+            return math.exp(math.log(a0) + (rate - r0) / (r1 - r0) * (math.log(a1) - math.log(a0)))
+    return float(alphas[0]) if rates and rates[0] >= rate else None
+
+
+def choose(alphas: Sequence[float], rates: Sequence[float], rate: float | None = None
+           ) -> tuple[tuple[float, float], float, str]:
+    """The metastable window and the alpha at its geometric middle (or, with
+    ``rate``, the alpha at which that share of pairs connects)."""
     alphas, rates = list(alphas), list(rates)
     none = [a for a, r in zip(alphas, rates) if r == 0.0]
     every = [a for a, r in zip(alphas, rates) if r == 1.0]
@@ -89,12 +100,19 @@ def choose(alphas: Sequence[float], rates: Sequence[float]) -> tuple[tuple[float
         note = "even the smallest alpha connected some pairs: the window may start lower"
     if not every:
         note = (note + "; " if note else "") + "even the largest alpha left some pairs unconnected: the window may end higher"
-    return (lo, hi), math.sqrt(lo * hi), note
+    alpha = math.sqrt(lo * hi)
+    if rate is not None:
+        at = alpha_at_rate(alphas, rates, rate)
+        if at is None:
+            note = (note + "; " if note else "") + f"no alpha tried connected {rate:.0%} of the pairs: took the largest"
+        alpha = at if at is not None else float(alphas[-1])
+    return (lo, hi), alpha, note
 
 
 def calibrate_alpha(run_pairs: Callable[[list[int], list[int], list[float]], tuple[Tensor, Tensor]], pairs: list[tuple[int, int]],
-                    alphas: Sequence[float], *, directions: Directions = "both") -> Calibration:
-    """Run every pair at every alpha in one batch and pick the window's middle."""
+                    alphas: Sequence[float], *, directions: Directions = "both", rate: float | None = None) -> Calibration:
+    """Run every pair at every alpha in one batch and pick the window's middle
+    (or the alpha at which a share ``rate`` of the pairs connects)."""
     starts, targets, per_trial = [], [], []
     for alpha in alphas:
         a, b = trial_pairs(pairs, directions)
@@ -107,7 +125,7 @@ def calibrate_alpha(run_pairs: Callable[[list[int], list[int], list[float]], tup
     for i, _ in enumerate(alphas):
         connected = combine(pairs, directions, success[i * per:(i + 1) * per], barrier[i * per:(i + 1) * per])
         rates.append(len(connected) / max(1, len(pairs)))
-    window, alpha, note = choose(alphas, rates)
+    window, alpha, note = choose(alphas, rates, rate)
     return Calibration(alphas=[float(a) for a in alphas], success_rate=rates, pairs=len(pairs), window=window, alpha=alpha,
                        note=note)
 
@@ -132,4 +150,4 @@ def plot_calibration(cal: Calibration, path) -> None:
     save_figure(fig, path, dpi=100)
 
 
-__all__ = ["Calibration", "calibrate_alpha", "choose", "default_grid", "line_thresholds", "plot_calibration", "random_pairs"]
+__all__ = ["Calibration", "alpha_at_rate", "calibrate_alpha", "choose", "default_grid", "line_thresholds", "plot_calibration", "random_pairs"]

@@ -79,6 +79,8 @@ class LandscapeMapper:
         except Exception as exc:  # noqa: BLE001 - any unreadable file: say so, do not guess
             raise ConfigError(f"{path}: cannot read the mapping state ({exc}); pass --restart to start afresh") from None
         mine, theirs = self._fingerprint(), {k: state.get(k) for k in ("version", "settings", "identity")}
+        # settings added since that map was made count as their defaults
+        theirs["settings"] = {**MapSettings().model_dump(mode="json"), **(theirs["settings"] or {})}
         if mine != theirs:
             diff = [k for k in mine["settings"] if (theirs.get("settings") or {}).get(k) != mine["settings"][k]]
             what = f"settings {', '.join(diff)}" if diff else "the checkpoint or format"
@@ -225,7 +227,8 @@ class LandscapeMapper:
                 line_thresholds(self.energy, self.tensors["minima"].to(self.device), pairs, temperature=s.temperature))
             trials = len(pairs) * len(alphas) * (2 if s.directions == "both" else 1)
             bar = self._bar(trials, "alpha: calibration")
-            cal = calibrate_alpha(lambda a, b, al: self._run_pairs(a, b, al, bar), pairs, alphas, directions=s.directions)
+            cal = calibrate_alpha(lambda a, b, al: self._run_pairs(a, b, al, bar), pairs, alphas, directions=s.directions,
+                                  rate=s.calibration_rate)
             bar.close()
         self.state["calibration"] = cal.to_dict()
         self.state["alpha"] = cal.alpha

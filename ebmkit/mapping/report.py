@@ -166,7 +166,7 @@ def _scatter(path: Path, starts: Tensor, minima: Tensor, basin_of_start: list[in
     from ..images import save_figure
 
     fig, ax = plt.subplots(figsize=(4, 4))
-    ax.scatter(starts[:, 0].numpy(), starts[:, 1].numpy(), c=basin_of_start, cmap="tab10", s=4, alpha=0.6)
+    ax.scatter(starts[:, 0].numpy(), starts[:, 1].numpy(), c=[f"C{b % 10}" for b in basin_of_start], s=4, alpha=0.6)
     ax.scatter(minima[:, 0].numpy(), minima[:, 1].numpy(), marker="x", color="k", s=20)
     ax.scatter(minima[reps, 0].numpy(), minima[reps, 1].numpy(), facecolors="none", edgecolors="r", s=80)
     ax.set_aspect("equal")

@@ -62,7 +62,7 @@ def add_map_command(sub: Any, commands: dict[str, Callable[[argparse.Namespace],
     for name, typ in (("temperature", float), ("delta", float), ("patience", int), ("max_steps", int),
                       ("check_every", int), ("step_size", float), ("noise", float), ("descent_steps", int),
                       ("descent_step_size", float), ("descent_tolerance", float), ("wave", int),
-                      ("calibration_pairs", int), ("batch_size", int), ("seed", int)):
+                      ("calibration_pairs", int), ("calibration_rate", float), ("batch_size", int), ("seed", int)):
         m.add_argument("--" + name.replace("_", "-"), type=typ, help=f[name].description)
     m.add_argument("--directions", choices=["both", "forward", "backward"], help=f["directions"].description)
     m.add_argument("--barrier-ladder", type=float, nargs="+", metavar="M", help=f["barrier_ladder"].description)

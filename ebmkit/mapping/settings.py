@@ -35,6 +35,8 @@ class MapSettings(BaseModel):
     barrier_ladder: tuple[PositiveFloat, ...] = Field((2.0, 4.0, 8.0, 16.0, 32.0), description="multiples of alpha tried, "
                                                       "in order, for the barriers between basins")
     calibration_pairs: PositiveInt = Field(24, description="random pairs of minima used to calibrate alpha")
+    calibration_rate: float | None = Field(None, gt=0.0, lt=1.0, description="calibrate to the alpha at which this "
+                                           "share of random pairs connects (None: the metastable window's middle)")
     calibration_alphas: tuple[PositiveFloat, ...] | None = Field(None, description="alphas tried (None: a grid from the "
                                                                   "pairs' straight-line slopes)")
     box: tuple[float, float] | None = Field(None, description="keep chains in [low, high] with a quadratic wall "
