@@ -139,8 +139,11 @@ def plot_calibration(cal: Calibration, path) -> None:
 
     from ..images import save_figure
 
+    from matplotlib.ticker import NullFormatter
+
     fig, ax = plt.subplots(figsize=(4.2, 3))
     ax.semilogx(cal.alphas, cal.success_rate, "o-", ms=3)
+    ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow grid would label every minor tick
     ax.axvspan(*cal.window, color="C1", alpha=0.15, label="metastable window")
     ax.axvline(cal.alpha, color="C1", lw=1, label=f"chosen alpha {cal.alpha:.3g}")
     ax.set_xlabel("alpha")

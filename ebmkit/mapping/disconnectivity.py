@@ -151,10 +151,12 @@ def plot_disconnectivity(graph: DisconnectivityGraph, path: str | Path, *, image
         return xpos[n]
 
     k = len(order)
-    width = max(5.0, 0.42 * k + 1.5)
+    width = max(5.0, 0.45 * k + 1.8)
+    left = 1.0 / width  # one inch for the energy axis, whatever the width
     with_images = images is not None and images.dim() == 4
-    fig = plt.figure(figsize=(width, 5.2 if with_images else 4.2))
-    ax = fig.add_axes((0.1, 0.3 if with_images else 0.16, 0.87, 0.62 if with_images else 0.76))
+    rotate = 90 if k > 6 else 0
+    fig = plt.figure(figsize=(width, 5.4 if with_images else 4.2))
+    ax = fig.add_axes((left, 0.34 if with_images else 0.16, 0.97 - left, 0.58 if with_images else 0.76))
     for node in graph.nodes:
         x = x_of(node.id)
         for c in node.children:
@@ -174,18 +176,20 @@ def plot_disconnectivity(graph: DisconnectivityGraph, path: str | Path, *, image
     if title:
         ax.set_title(title, fontsize=9)
     if with_images:
-        strip = fig.add_axes((0.1, 0.06, 0.87, 0.2), sharex=ax)
+        strip = fig.add_axes((left, 0.03, 0.97 - left, 0.28), sharex=ax)
         for i, basin in enumerate(order):
             img = to_unit(images[basin]).permute(1, 2, 0).numpy()
+            side = min(0.9, 0.45 * width / max(k, 1))  # square tiles when there is room
             strip.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
-                         extent=(i - 0.45, i + 0.45, 0, 0.9), aspect="auto")
+                         extent=(i - 0.45, i + 0.45, 1.0 - side, 1.0), aspect="auto")
             if labels is not None:
-                strip.text(i, -0.05, labels[basin], ha="center", va="top", fontsize=6, rotation=90)
-        strip.set_ylim(-0.9 if labels is not None else 0, 0.95)
+                strip.text(i, 1.0 - side - 0.05, labels[basin].replace(" ", "\n") if not rotate else labels[basin],
+                           ha="center", va="top", fontsize=7, rotation=rotate)
+        strip.set_ylim(-0.1 if labels is not None else 0.0, 1.02)
         strip.axis("off")
     elif labels is not None:
         for i, basin in enumerate(order):
-            ax.text(i, lo - 0.04 * span, labels[basin], ha="center", va="top", fontsize=6, rotation=90)
+            ax.text(i, lo - 0.04 * span, labels[basin], ha="center", va="top", fontsize=7, rotation=rotate)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)  # axes placed by hand: no tight_layout
