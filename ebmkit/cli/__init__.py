@@ -5,6 +5,7 @@
     ebmkit generate | interpolate | reconstruct | super-resolve CHECKPOINT [...]   (docs/generator.md)
     ebmkit inpaint CHECKPOINT [--images test] [--mask centre:fraction=0.5] [--samples 4] [--out DIR]
     ebmkit cooperative-sample CHECKPOINT --out DIR [--steps K] [--record 0,5,10]
+    ebmkit map RUN --starts data:500 [...]   (docs/landscape.md)
     ebmkit plugins [--kind KIND]
     ebmkit presets
 
@@ -31,6 +32,7 @@ from . import train  # noqa: F401, I001
 from . import generate  # noqa: F401
 from . import inpaint  # noqa: F401
 from . import cooperative  # noqa: F401
+from . import mapping  # noqa: F401
 from . import info  # noqa: F401
 from .commands import COMMANDS, build_parser, command_argv
 from .train import preset_names, resolve_config_path

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_write
