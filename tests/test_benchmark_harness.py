@@ -82,7 +82,7 @@ def test_a_new_suite_is_one_decorated_function(tmp_path):
 
 
 def test_plan_merges_the_shared_ebm_cell_and_honours_only():
-    s = QUICK.model_copy(update={"ablations": {"table3": [10, 20], "table4": [0.03], "table5": [32]}})
+    s = QUICK.model_copy(update={"ablations": {"table3": [10, 20], "table4": [0.03], "table5": [32]}, "seeds": [0]})
     b = Budget(iterations=5)
     cells = plan(s, b, b, [])
     ebm = [c for c in cells if c.method == "ebm"]
@@ -93,6 +93,12 @@ def test_plan_merges_the_shared_ebm_cell_and_honours_only():
     only = plan(s, b, b, ["table3"])
     assert {c.method for c in only} == {"ebm"} and len(only) == 2 and all(c.spec["recon"] is None for c in only)
     assert {c.method for c in plan(s, b, b, ["table1", "vae"])} == {"vae"}
+    # three seeds: a main cell per method and seed; seed 0's EBM cell still serves Tables 3-5
+    three = plan(s.model_copy(update={"seeds": [0, 1, 2]}), b, b, [])
+    assert len(three) == 3 * 3 + 1
+    assert sorted(c.spec["seed"] for c in three if c.method == "vae") == [0, 1, 2]
+    shared = next(c for c in three if c.name == "ebm seed 0")
+    assert set(shared.tables) == {"table1", "table2", "speed", "table3", "table4", "table5"}
 
 
 def test_bad_options_are_clear_errors(tmp_path, capsys):

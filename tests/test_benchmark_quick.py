@@ -45,7 +45,7 @@ def test_quick_suite_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     assert all(0 < r["MSE per pixel"] < 4 for r in t2["rows"])
     t3 = json.loads((out / "tables" / "table3.json").read_text())
     assert [r["K"] for r in t3["rows"]] == [2, 3]
-    assert "Table 1: FID" in printed and "Table 5" in printed and "floor FID" in printed
+    assert "Table 1: sample quality" in printed and "Table 5" in printed and "floor FID" in printed
     assert "untrained chain" in (out / "tables.md").read_text()  # the reconstruction caveat beside Table 2
     # a grid per cell, a reconstruction grid per main cell (3 methods x 2 seeds)
     assert len(list((out / "samples").glob("*.png"))) == 7 + 6
