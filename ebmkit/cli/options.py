@@ -68,8 +68,8 @@ def number(minimum: float | None = None, maximum: float | None = None, *, above:
 
 def device(text: str) -> str:
     """A device this machine has (cpu, cuda, cuda:N, mps); checked at parse time."""
-    from .devices import check_device
-    from .errors import ConfigError
+    from ..devices import check_device
+    from ..errors import ConfigError
 
     try:
         check_device(text)
