@@ -260,7 +260,7 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise RunFolderError(f"cannot create {self.path}: {exc}; is the run folder read-only?") from None
+                raise RunFolderError(f"cannot write {self.path}: {exc}; is the disk full or the run folder read-only?") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -35,8 +35,8 @@ import accelerate  # noqa: E402,F401
 import torchvision.transforms.v2  # noqa: E402,F401
 import ebmkit.cli  # noqa: E402
 import ebmkit.experiment  # noqa: E402,F401
-import ebmkit.generator  # noqa: E402,F401
-import ebmkit.trainer  # noqa: E402,F401
+import ebmkit.generation.generator  # noqa: E402,F401
+import ebmkit.training.loop  # noqa: E402,F401
 import ebmkit_plugins.image_datasets  # noqa: E402,F401
 import benchmarks.run  # noqa: E402,F401
 

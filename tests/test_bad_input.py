@@ -208,7 +208,7 @@ def test_a_bad_item_of_a_streamed_dataset_is_named_with_its_file_and_iteration(t
 
     from ebmkit.config import parse_config
     from ebmkit.experiment import build_experiment
-    from ebmkit.trainer import Trainer
+    from ebmkit.training.loop import Trainer
 
     class Files(Dataset):
         def __len__(self):
