@@ -73,7 +73,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     cfg = load_config(resolve_config_path(spec["preset"]), sets)
     trainer = Trainer(build_experiment(cfg))
     torch.set_num_threads(1)
-    trainer.fit()
+    trainer.fit(overwrite=True)  # a cell is recomputed from scratch; a half-finished attempt is moved aside
     rows = list(csv.DictReader(open(run_dir / "metrics.csv", newline="")))
     data = cfg.data
     judge = ctx.shared.get(("judge", data.name, json.dumps(data.params, sort_keys=True)))

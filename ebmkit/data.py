@@ -6,6 +6,8 @@ are plug-ins (see ``ebmkit_plugins.image_datasets``).
 
 from __future__ import annotations
 
+import pickle
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,30 +91,31 @@ def sample_shape(dataset: Dataset) -> tuple[int, ...]:
 
 
 def check_dataset(dataset: Dataset, *, name: str, expect_shape: tuple[int, ...] | None = None, probe: int = 64) -> tuple[int, ...]:
-    """Check a dataset's first items: tensors, finite, in [-1, 1], consistent shape.
+    """Check a dataset's items: tensors, finite, in [-1, 1] (images), one shape.
 
-    Returns the per-sample shape.  Errors name the dataset and the problem.
+    An in-memory set (:class:`TensorImages`) is checked item by item, all of
+    it; a streamed set is probed here (``probe`` items spread over it) and
+    checked batch by batch as it is read (:func:`batch_stream`).  Returns the
+    per-sample shape.  Errors name the dataset, the item and the problem.
     """
+    from .data_checks import check_tensor_items, item_label, item_problem
+
     n = len(dataset)
     if n == 0:
         raise DataError(f"dataset '{name}' is empty")
     shape = sample_shape(dataset)
     if expect_shape is not None and tuple(expect_shape) != shape:
         raise DataError(f"dataset '{name}' yields samples of shape {shape}, expected {tuple(expect_shape)}")
-    step = max(1, n // probe)
-    for i in range(0, n, step):
-        item = dataset[i]
-        item = item[0] if isinstance(item, (tuple, list)) else item
-        if tuple(item.shape) != shape:
-            raise DataError(f"dataset '{name}': item {i} has shape {tuple(item.shape)}, item 0 has {shape}")
-        if not torch.isfinite(item).all():
-            raise DataError(f"dataset '{name}': item {i} has non-finite values")
-        lo, hi = float(item.min()), float(item.max())
-        if len(shape) >= 3 and (lo < -1.0001 or hi > 1.0001):
-            raise DataError(
-                f"dataset '{name}': item {i} has values in [{lo:.3g}, {hi:.3g}]; images must be scaled to [-1, 1] "
-                "(e.g. x / 127.5 - 1 for 8-bit pixels)"
-            )
+    if isinstance(dataset, TensorImages):
+        check_tensor_items(dataset.data, name=name, dataset=dataset)
+    else:
+        step = max(1, n // probe)
+        for i in range(0, n, step):
+            item = dataset[i]
+            item = item[0] if isinstance(item, (tuple, list)) else item
+            problem = item_problem(item, shape, len(shape) >= 3)
+            if problem:
+                raise DataError(f"dataset '{name}': {item_label(dataset, i)} {problem}")
     if len(shape) == 3 and shape[0] not in (1, 3, 4) and shape[-1] in (1, 3, 4):
         raise DataError(f"dataset '{name}': shape {shape} looks channels-last; ebmkit expects (C, H, W)")
     return shape
@@ -140,8 +143,7 @@ class BatchIndices:
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
-        if batch_size * world > n:
-            raise DataError(f"batch size {batch_size} x {world} process(es) is larger than the dataset ({n} items)")
+        check_batch_size(n, batch_size, world)
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world = rank, world
         self.per_epoch = n // (batch_size * world)
@@ -159,20 +161,52 @@ class BatchIndices:
             self.iteration += 1
 
 
+def check_batch_size(n: int, batch_size: int, world: int = 1) -> None:
+    """A batch (per process, times the processes) must fit in the dataset."""
+    if batch_size * world > n:
+        raise DataError(f"batch size {batch_size} x {world} process(es) is larger than the dataset ({n} items)")
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT / SIGTERM to the main process, which stops
+    after the current iteration (ebmkit.interrupts); a worker that died on
+    Ctrl-C would break that iteration."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def batch_stream(
-    dataset: Dataset, batch_size: int, *, seed: int, start: int = 0, num_workers: int = 0, rank: int = 0, world: int = 1
+    dataset: Dataset, batch_size: int, *, seed: int, start: int = 0, num_workers: int = 0, rank: int = 0, world: int = 1,
+    name: str = "dataset", shape: tuple[int, ...] | None = None,
 ) -> Iterator[Tensor]:
-    """An endless stream of batches, starting at iteration ``start``."""
-    if isinstance(dataset, TensorImages):  # skip the DataLoader's per-item collate
+    """An endless stream of batches, starting at iteration ``start``.
+
+    A streamed set's items are checked as they are read (shape, finiteness,
+    range): a bad one stops the run with a :class:`DataError` naming the item
+    and the iteration (``name``: the dataset's name in that message)."""
+    from .data_checks import CheckedCollate, IndexedItems, raise_batch_problem
+
+    if isinstance(dataset, TensorImages):  # checked whole up front; skip the DataLoader's per-item collate
         sampler = BatchIndices(len(dataset), batch_size, seed, start, rank, world)
         return (dataset.data[torch.as_tensor(idx)] for idx in sampler)
     loader = DataLoader(
-        dataset,
+        IndexedItems(dataset),
         batch_sampler=BatchIndices(len(dataset), batch_size, seed, start, rank, world),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        collate_fn=CheckedCollate(shape or sample_shape(dataset)),
+        worker_init_fn=_ignore_stop_signals,
     )
-    return iter(loader)
+
+    def checked() -> Iterator[Tensor]:
+        for iteration, batch in enumerate(loader, start + 1):
+            if not isinstance(batch, Tensor):
+                raise_batch_problem(batch, dataset=dataset, name=name, iteration=iteration)
+            yield batch
+
+    return checked()
 
 
 def random_batch(dataset: Dataset, n: int, *, generator: torch.Generator | None = None,
@@ -210,8 +244,8 @@ def load_array(path: str | Path, *, key: str | None = None, what: str = "array f
             from safetensors.torch import load_file
 
             loaded = load_file(path)
-    except (OSError, ValueError, RuntimeError) as exc:  # object arrays (pickles) land here too
-        raise DataError(f"{what}: cannot read {path}: {exc}") from None
+    except (OSError, ValueError, RuntimeError, EOFError, TypeError, pickle.UnpicklingError) as exc:  # pickles, truncated files
+        raise DataError(f"{what}: cannot read {path}: {' '.join(str(exc).split())[:300]}") from None
     if isinstance(loaded, dict):
         loaded = _pick_array(loaded, key, path, what)
     if isinstance(loaded, np.ndarray):

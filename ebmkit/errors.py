@@ -7,7 +7,9 @@ non-zero code; anything else is a bug in ebmkit or a plug-in.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
+from pathlib import PurePath
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -66,14 +68,34 @@ def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
 
 
 def validated(model: type[BaseModel], values: Any, *, heading: str, prefix: str = "", separator: str = ":\n") -> Any:
-    """``model.model_validate(values)``, or a :class:`ConfigError` that reads
-    ``heading``, ``separator`` and then one line per problem, each naming its
-    field (under ``prefix``, e.g. ``sampler.steps``).  The one place a
-    pydantic error becomes a user's error."""
+    """``values`` validated by ``model`` -- strictly, see :func:`strict_validate` --
+    or a :class:`ConfigError` that reads ``heading``, ``separator`` and then one
+    line per problem, each naming its field (under ``prefix``, e.g.
+    ``sampler.steps``).  The one place a pydantic error becomes a user's error."""
     try:
-        return model.model_validate(values)
+        return strict_validate(model, values)
     except ValidationError as exc:
         raise ConfigError(heading + separator + format_validation_error(exc, prefix, model)) from None
+
+
+def _json_value(obj: Any) -> Any:
+    if isinstance(obj, PurePath):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} has no JSON form")
+
+
+def strict_validate(model: type[BaseModel], values: Any) -> Any:
+    """Validate ``values`` as the JSON types they are, strictly -- as a config
+    file's values are: ``true`` is not an integer and ``"5"`` is not a number
+    (pydantic's lax mode would read them as 1 and 5); an integer is accepted
+    for a float, a list for a tuple, a string for a path, and nothing else is
+    converted.  Values that only Python code can pass (objects with no JSON
+    form) are validated in pydantic's usual mode."""
+    try:
+        text = json.dumps(values, default=_json_value)
+    except (TypeError, ValueError):
+        return model.model_validate(values)
+    return model.model_validate_json(text, strict=True)
 
 
 def format_validation_error(err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:

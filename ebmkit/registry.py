@@ -54,17 +54,19 @@ class Registered:
 
 @dataclass(frozen=True)
 class LoadFailure:
-    """An entry point that could not be imported; the others still load."""
+    """An entry point that could not be imported, or whose hook raised when
+    called; the others still work."""
 
     distribution: str
     entry_point: str
     value: str
     error: str
+    stage: str = "failed to load"  # or "failed in ebmkit_energies()" for a hook that raised
 
     def __str__(self) -> str:
         return (
             f"plug-in entry point '{self.entry_point} = {self.value}' of distribution "
-            f"'{self.distribution}' failed to load: {self.error}"
+            f"'{self.distribution}' {self.stage}: {self.error}"
         )
 
 
@@ -76,6 +78,7 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self._sources: dict[str, str] = {}
         self._found: dict[str, dict[str, Registered]] = {}  # the hooks' answers per kind, until the next register
+        self._entry_points: dict[str, tuple[str, str, str]] = {}  # plug-in name -> (distribution, entry point, value)
         self.failures: list[LoadFailure] = []
         if load_entry_points:
             self._load_entry_points()
@@ -100,7 +103,7 @@ class Registry:
                     warnings.warn(str(failure), RuntimeWarning, stacklevel=2)
                     continue
                 source = "built-in" if dname == DISTRIBUTION else f"{dname} {dist.version}"
-                self.register(plugin, name=key, source=source)
+                self._entry_points[self.register(plugin, name=key, source=source)] = (dname, ep.name, ep.value)
 
     def register(self, plugin: Any, *, name: str | None = None, source: str = "registered in code") -> str:
         """Register a plug-in module or object (its ``ebmkit.hookimpl`` functions)."""
@@ -129,10 +132,11 @@ class Registry:
         for impl in hook.get_hookimpls():  # registration order
             try:
                 mapping = impl.function() or {}
-            except Exception as exc:
-                raise PluginError(f"plug-in '{impl.plugin_name}' failed in {self._hook(kind)}(): {exc}") from exc
-            if not isinstance(mapping, dict):
-                raise PluginError(f"plug-in '{impl.plugin_name}': {self._hook(kind)}() must return a dict name -> class")
+                if not isinstance(mapping, dict):
+                    raise PluginError(f"it must return a dict name -> class, not {type(mapping).__name__}")
+            except Exception as exc:  # a broken plug-in must not take the others down (as at import)
+                self._hook_failed(impl.plugin_name, self._hook(kind), exc)
+                continue
             for cname, cls in mapping.items():
                 reg = Registered(kind, cname, cls, impl.plugin_name, self._sources.get(impl.plugin_name, "?"))
                 base = KIND[kind].base
@@ -147,6 +151,14 @@ class Registry:
                     )
                 found[cname] = reg
         return found
+
+    def _hook_failed(self, plugin: str, hook: str, exc: Exception) -> None:
+        """Record (and warn once about) a hook that raised: its components are left out."""
+        dist, ep, value = self._entry_points.get(plugin, (self._sources.get(plugin, "?"), plugin, plugin))
+        failure = LoadFailure(dist, ep, value, f"{type(exc).__name__}: {exc}", stage=f"failed in {hook}()")
+        if failure not in self.failures:
+            self.failures.append(failure)
+            warnings.warn(f"{failure}; its components are left out", RuntimeWarning, stacklevel=3)
 
     def get(self, kind: str, name: str, *, where: str = "") -> Registered:
         """The registered component; an unknown name lists the known ones

@@ -63,6 +63,12 @@ class ArrayFile(DataSource):
         data = torch.from_numpy(np.ascontiguousarray(raw)).float()
         if self.limit:
             data = data[: self.limit]
+        if data.numel():  # every item, named by its place in the file (before the train / test split)
+            finite = torch.isfinite(data.reshape(data.shape[0], -1)).all(1)
+            if not finite.all():
+                bad = (~finite).nonzero().flatten()
+                raise DataError(f"dataset 'array-file': item {int(bad[0])} of {self.path} has non-finite values (NaN or "
+                                f"infinity)" + (f"; {len(bad)} items have them" if len(bad) > 1 else ""))
         low, high = self.value_range
         if (low, high) != (-1.0, 1.0):
             data = (data - low) / (high - low) * 2.0 - 1.0

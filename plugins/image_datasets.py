@@ -256,6 +256,11 @@ class _Transformed(Dataset):
         item = self.base[i]
         return self.transform(item[0] if isinstance(item, tuple) else item)
 
+    def item_name(self, i: int) -> str | None:
+        """The file behind item ``i``, where the base dataset knows it (error messages name it)."""
+        name = getattr(self.base, "item_name", None)
+        return name(i) if callable(name) else None
+
 
 class CelebA(DataSource):
     """torchvision CelebA, centre-cropped and resized (default 64x64); needs the files under root."""
@@ -305,8 +310,14 @@ class ImageFolderData(DataSource):
                 return len(files)
 
             def __getitem__(self, i):
-                with Image.open(files[i]) as im:
-                    return im.convert("RGB"), 0
+                try:
+                    with Image.open(files[i]) as im:
+                        return im.convert("RGB"), 0
+                except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for a corrupt or truncated file
+                    raise DataError(f"dataset 'image-folder': cannot read {files[i]}: {exc}") from None
+
+            def item_name(self, i):
+                return str(files[i])
 
         return _Transformed(Files(), self.image_size, self.channels or 3, self.limit)
 

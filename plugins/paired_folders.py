@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 import ebmkit
 from ebmkit import DataSource
 from ebmkit.data import TensorImages, fit_size, missing_dataset, to_signed_unit
+from ebmkit.errors import DataError
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -59,10 +60,22 @@ class PairedFolders(DataSource):
         raise missing_dataset("paired-folders", base, f"No '{split}' folder" + (" (nor 'val')" if split != "train" else "") + ".")
 
     def load(self, split: str = "train") -> Dataset:
-        from PIL import Image
-
         if not self.root.is_dir():
             raise missing_dataset("paired-folders", self.root, "Set root to a folder with A/ and B/ (or side-by-side train/ test/).")
+        try:
+            pairs = self._pairs(split)
+        except (OSError, ValueError, SyntaxError) as exc:  # a corrupt or truncated image file
+            raise DataError(f"dataset 'paired-folders': cannot read an image under {self.root}: {exc}") from None
+        if not pairs:
+            raise missing_dataset("paired-folders", self.root, f"No paired images ({', '.join(sorted(EXTS))}) for split '{split}'.")
+        a = torch.stack([p[0] for p in pairs])
+        b = torch.stack([p[1] for p in pairs])
+        target, cond = (a, b) if self.condition == "B" else (b, a)
+        return TensorImages(torch.cat([target, cond], 1))
+
+    def _pairs(self, split: str) -> list:
+        from PIL import Image
+
         mode = "L" if self.channels == 1 else "RGB"
         pairs = []
         if self._layout() == "folders":
@@ -78,12 +91,7 @@ class PairedFolders(DataSource):
                     im = im.convert(mode)
                     w = im.width // 2
                     pairs.append((self._array(im.crop((0, 0, w, im.height))), self._array(im.crop((w, 0, 2 * w, im.height)))))
-        if not pairs:
-            raise missing_dataset("paired-folders", self.root, f"No paired images ({', '.join(sorted(EXTS))}) for split '{split}'.")
-        a = torch.stack([p[0] for p in pairs])
-        b = torch.stack([p[1] for p in pairs])
-        target, cond = (a, b) if self.condition == "B" else (b, a)
-        return TensorImages(torch.cat([target, cond], 1))
+        return pairs
 
     def _array(self, im) -> torch.Tensor:
         t = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())

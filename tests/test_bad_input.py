@@ -168,3 +168,62 @@ def test_a_plugin_that_fails_to_import_is_named_and_the_rest_keep_working(tiny, 
         assert "convnet" in out.out and f"FAILED: {failure}" in out.err
     finally:
         default_registry.cache_clear()
+
+
+def test_a_plugin_hook_that_raises_when_called_is_isolated_like_an_import_failure(tiny, tmp_path, capsys, monkeypatch):
+    site = tmp_path / "site"
+    info = site / "raising_ebm-0.2.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: raising-ebm\nVersion: 0.2\n")
+    (info / "entry_points.txt").write_text("[ebmkit]\nshapes = raising_ebm_plugin\n")
+    (site / "raising_ebm_plugin.py").write_text(textwrap.dedent("""
+        import ebmkit
+
+        @ebmkit.hookimpl
+        def ebmkit_energies():
+            raise RuntimeError("licence server unreachable")
+    """))
+    monkeypatch.syspath_prepend(str(site))
+    default_registry.cache_clear()
+    try:
+        failure = ("plug-in entry point 'shapes = raising_ebm_plugin' of distribution 'raising-ebm' failed in "
+                   "ebmkit_energies(): RuntimeError: licence server unreachable")
+        rc, err = _train(tiny(), tmp_path, capsys)
+        assert rc == 0 and f"ebmkit: warning: {failure}; its components are left out" in err  # the built-ins train
+        assert err.count("licence server unreachable") == 1  # warned once, not per lookup
+
+        default_registry.cache_clear()
+        assert main(["plugins"]) == 0
+        out = capsys.readouterr()
+        assert "convnet" in out.out and f"FAILED: {failure}" in out.err and "Traceback" not in out.err
+    finally:
+        default_registry.cache_clear()
+
+
+def test_a_bad_item_of_a_streamed_dataset_is_named_with_its_file_and_iteration(tiny, tmp_path):
+    """A dataset read item by item is probed at the start and checked batch by batch:
+    a NaN in an item the probe skipped stops the run as bad data, not as a divergence."""
+    import torch
+    from torch.utils.data import Dataset
+
+    from ebmkit.config import parse_config
+    from ebmkit.experiment import build_experiment
+    from ebmkit.training.loop import Trainer
+
+    class Files(Dataset):
+        def __len__(self):
+            return 200
+
+        def __getitem__(self, i):
+            x = torch.zeros(1, 8, 8)
+            return x * float("nan") if i == 199 else x
+
+        def item_name(self, i):
+            return f"photos/{i:03d}.png"
+
+    cfg = parse_config(tiny(training={"iterations": 100}))
+    trainer = Trainer(build_experiment(cfg, dataset=Files()))  # the probe (every 3rd item) passes
+    with pytest.raises(DataError, match=r"dataset 'digits': item 199 \(photos/199.png\) has non-finite values \(NaN or "
+                                        r"infinity\) \(found in the batch of iteration \d+\); fix or remove it"):
+        trainer.fit()
+    assert trainer.iteration < 100

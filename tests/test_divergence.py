@@ -224,3 +224,36 @@ def test_diverging_again_from_the_same_checkpoint_steps_one_further_back(tiny, s
     rows = _rows(trainer.run_dir)
     assert [int(r["iteration"]) for r in rows] == list(range(1, 11))
     assert [float(r["lr"]) for r in rows] == [1e-3] * 2 + [2.5e-4] * 8
+
+
+def test_resume_after_the_only_checkpoint_was_set_aside_says_so_and_how_to_continue(tiny, stateful_plugin, capsys):
+    """Iteration 3 diverges on the weights saved as iter-2, the only checkpoint: it is set aside, and the
+    next --resume is an error naming it -- not a silent restart from iteration 0."""
+    cfg = _faulty(tiny, at=3)
+    assert main(["train", json_file(cfg)]) == 2
+    run = Path(cfg["output"]["dir"])
+    assert _names(run) == [] and (run / "checkpoints" / "diverged" / "iter-00000002").is_dir()
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["train", json_file(_faulty(tiny, at=99)), "--resume"]) == 2
+    err = capsys.readouterr().err
+    aside = run / "checkpoints" / "diverged" / "iter-00000002"
+    assert f"--resume: no checkpoint to resume in {run / 'checkpoints'}" in err
+    assert (f"{run / 'checkpoints' / 'diverged'} holds iter-00000002, set aside when training diverged at iteration 3 "
+            "(non-finite energies): its weights led to the blow-up. To continue from it anyway, move it back "
+            f"(mv {aside} {run / 'checkpoints'}/)") in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing written
+    # moved back as the message says, it resumes
+    aside.rename(run / "checkpoints" / "iter-00000002")
+    assert main(["train", json_file(_faulty(tiny, at=99)), "--resume"]) == 0
+    assert "resuming from" in capsys.readouterr().err
+
+
+def test_resuming_an_older_checkpoint_names_the_newer_ones_set_aside(tiny, stateful_plugin, capsys):
+    cfg = _faulty(tiny, at=7)
+    assert main(["train", json_file(cfg)]) == 2
+    capsys.readouterr()
+    assert main(["train", json_file(_faulty(tiny, at=99)), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming from" in err and "iter-00000004 (iteration 4)" in err
+    assert "ebmkit: warning: " in err and "diverged holds iter-00000006, set aside when training diverged at iteration 7" in err

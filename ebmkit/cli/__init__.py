@@ -23,6 +23,8 @@ print one message and exit with status 2; no traceback.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import warnings
 
@@ -34,7 +36,8 @@ from . import inpaint  # noqa: F401
 from . import cooperative  # noqa: F401
 from . import mapping  # noqa: F401
 from . import info  # noqa: F401
-from .commands import COMMANDS, build_parser, command_argv
+from .commands import COMMANDS, build_parser, command_argv, subparser
+from .options import one_line
 from .train import preset_names, resolve_config_path
 
 
@@ -53,7 +56,17 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from ..interrupts import Interrupted
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the verb's parser, which names the command
+            subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exc:  # a bad option (one line already printed, status 2) or --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
+    args.argv = argv
     shown, warnings.showwarning = warnings.showwarning, _show_warning
     log = logging.getLogger("ebmkit")
     if not log.handlers:
@@ -62,13 +75,24 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     try:
-        return COMMANDS[args.command].run(args)
+        status = COMMANDS[args.command].run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except Interrupted as exc:  # SIGINT / SIGTERM: the iteration reached is saved
+        print(f"ebmkit {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except EbmkitError as exc:
-        print(f"ebmkit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ebmkit {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"ebmkit {args.command}: interrupted by {signal.Signals(signum).name}; stopped at once, without a checkpoint "
+              "of the work in progress (earlier checkpoints are intact)", file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:  # `ebmkit presets | head`: the reader left; end quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     finally:
         warnings.showwarning = shown
 

@@ -14,6 +14,8 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .options import Parser
+
 Arguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
@@ -43,17 +45,22 @@ def command(name: str, *, help: str, arguments: Arguments) -> Callable[[Run], Ru
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ebmkit", description="Energy-based models with short-run MCMC.")
+    p = Parser(prog="ebmkit", description="Energy-based models with short-run MCMC.")
     sub = p.add_subparsers(dest="command", required=True)
     for c in COMMANDS.values():
         c.arguments(sub.add_parser(c.name, help=c.help))
     return p
 
 
+def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of the verb ``name`` inside ``parser`` (from :func:`build_parser`)."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+
 def command_argv(args: argparse.Namespace, name: str) -> list[str]:
     """The command line that parses back to ``args`` (less ``--num-processes``),
     for the launched copies; works for any option the verb declares."""
-    parser = argparse.ArgumentParser(prog=f"ebmkit {name}")
+    parser = Parser(prog=f"ebmkit {name}")
     COMMANDS[name].arguments(parser)
     argv = [name]
     for action in parser._actions:

@@ -7,19 +7,20 @@ import json
 from pathlib import Path
 
 from .commands import command
+from .options import count, device
 
 
 def _arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
     c.add_argument("--out", default="cooperative-samples", help="folder for the PNGs and summary.json")
-    c.add_argument("--n", type=int, default=64, help="proposals (and revised samples) in the grids")
-    c.add_argument("--steps", type=int, default=None, help="Langevin steps K of the revision (default: the trained K)")
+    c.add_argument("--n", type=count(1), default=64, help="proposals (and revised samples) in the grids")
+    c.add_argument("--steps", type=count(0), default=None, help="Langevin steps K of the revision (default: the trained K)")
     c.add_argument("--record", default=None, help="steps shown in the revision strip, e.g. 0,2,5,10 (default: 6 from 0 to K)")
-    c.add_argument("--strip", type=int, default=8, help="rows (samples) in the revision strip (0: none)")
-    c.add_argument("--pairs", type=int, default=4, help="latent pairs to interpolate (0: none)")
-    c.add_argument("--points", type=int, default=8, help="points along each interpolation")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--device", default="cpu")
+    c.add_argument("--strip", type=count(0), default=8, help="rows (samples) in the revision strip (0: none)")
+    c.add_argument("--pairs", type=count(0), default=4, help="latent pairs to interpolate (0: none)")
+    c.add_argument("--points", type=count(2), default=8, help="points along each interpolation")
+    c.add_argument("--seed", type=count(0), default=0)
+    c.add_argument("--device", type=device, default="cpu")
 
 
 @command("cooperative-sample", help="VAE proposals, Langevin revisions, revision strip and latent interpolation from a "
@@ -34,10 +35,6 @@ def cmd_cooperative_sample(args: argparse.Namespace) -> int:
     from ..experiment import load_trained
     from ..images import save_grid, save_rows
 
-    if args.n < 1 or args.strip < 0 or args.pairs < 0:
-        raise ConfigError(f"--n must be positive and --strip / --pairs not negative, got {args.n}, {args.strip}, {args.pairs}")
-    if args.steps is not None and args.steps < 0:
-        raise ConfigError(f"--steps must be 0 or more, got {args.steps}")
     exp = load_trained(args.checkpoint, device=args.device)
     cooperative.require_latent(exp.initializer, exp.config.initializer.name)
     k = exp.sampler.steps if args.steps is None else args.steps

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, DataError
 from .commands import command, relaunch
+from .options import count, device, number
 
 if TYPE_CHECKING:  # torch loads only when a command runs, so `ebmkit --help` stays quick
     from torch import Tensor
@@ -26,12 +27,12 @@ if TYPE_CHECKING:  # torch loads only when a command runs, so `ebmkit --help` st
 def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1 ...")
 
 
 def _images(p: argparse.ArgumentParser, n: int) -> None:
-    p.add_argument("--n", type=int, default=n, help="how many images")
+    p.add_argument("--n", type=count(1), default=n, help="how many images")
     p.add_argument("--images", help=".pt / .npy / .npz file of (N, C, H, W) images in [-1, 1] "
                                     "(default: a seeded random pick from the checkpoint's dataset, --split)")
     p.add_argument("--split", default="test", choices=["train", "test"], help="dataset split to pick from (default: test)")
@@ -39,51 +40,51 @@ def _images(p: argparse.ArgumentParser, n: int) -> None:
 
 def _sample_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
-    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--n", type=count(1), default=64)
     s.add_argument("--out", default="samples.png")
-    s.add_argument("--steps", type=int, default=None, help="override K")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1...; with several processes each uses its own GPU")
-    s.add_argument("--batch-size", type=int, default=256, help="chains run at once per process")
-    s.add_argument("--num-processes", type=int, metavar="N", help="split the n samples across N processes")
+    s.add_argument("--steps", type=count(0), default=None, help="override K")
+    s.add_argument("--seed", type=count(0), default=0)
+    s.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1...; with several processes each uses its own GPU")
+    s.add_argument("--batch-size", type=count(1), default=256, help="chains run at once per process")
+    s.add_argument("--num-processes", type=count(1), metavar="N", help="split the n samples across N processes")
 
 
 def _generate_arguments(g: argparse.ArgumentParser) -> None:
     _common(g, "generated")
-    g.add_argument("--n", type=int, default=64, help="samples in the grid")
-    g.add_argument("--steps", type=int, default=None, help="override K for the samples")
-    g.add_argument("--chains", type=int, default=8, help="chains in the transition strip (one per row)")
-    g.add_argument("--transition-steps", type=int, nargs="+", default=None, metavar="K",
+    g.add_argument("--n", type=count(1), default=64, help="samples in the grid")
+    g.add_argument("--steps", type=count(0), default=None, help="override K for the samples")
+    g.add_argument("--chains", type=count(1), default=8, help="chains in the transition strip (one per row)")
+    g.add_argument("--transition-steps", type=count(0), nargs="+", default=None, metavar="K",
                    help="steps shown in the strip (default: 8 from 0 to K)")
-    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--batch-size", type=count(1), default=256)
 
 
 def _interpolate_arguments(i: argparse.ArgumentParser) -> None:
     _common(i, "interpolation")
-    i.add_argument("--pairs", type=int, default=6, help="pairs (rows of the grid)")
-    i.add_argument("--points", type=int, default=9, help="rho grid points from 1 (z1) to 0 (z2)")
-    i.add_argument("--rhos", type=float, nargs="+", default=None, help="explicit rho grid (overrides --points)")
+    i.add_argument("--pairs", type=count(1), default=6, help="pairs (rows of the grid)")
+    i.add_argument("--points", type=count(1), default=9, help="rho grid points from 1 (z1) to 0 (z2)")
+    i.add_argument("--rhos", type=number(0, 1), nargs="+", default=None, help="explicit rho grid in [0, 1] (overrides --points)")
     i.add_argument("--fixed-noise", action="store_true", help="also interpolate with the Langevin noise held fixed")
 
 
 def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
     _common(r, "reconstruction")
     _images(r, 64)
-    r.add_argument("--iterations", type=int, default=200, help="optimiser steps (the paper: 200)")
-    r.add_argument("--optimizer", default="adam", help="adam or sgd")
-    r.add_argument("--lr", type=float, default=0.05)
+    r.add_argument("--iterations", type=count(1), default=200, help="optimiser steps (the paper: 200)")
+    r.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    r.add_argument("--lr", type=number(0, above=True), default=0.05)
     r.add_argument("--infer-noise", action="store_true", help="also fit the per-step Langevin noise")
-    r.add_argument("--noise-prior", type=float, default=1.0, help="weight of the N(0, I) prior on inferred noise")
-    r.add_argument("--checkpoint-every", type=int, default=0,
+    r.add_argument("--noise-prior", type=number(0), default=1.0, help="weight of the N(0, I) prior on inferred noise")
+    r.add_argument("--checkpoint-every", type=count(0), default=0,
                    help="gradient checkpointing: steps per recomputed segment (0: off, 1: least memory)")
-    r.add_argument("--batch-size", type=int, default=64)
-    r.add_argument("--show", type=int, default=8, help="images in the reconstruction-path figure")
+    r.add_argument("--batch-size", type=count(1), default=64)
+    r.add_argument("--show", type=count(1), default=8, help="images in the reconstruction-path figure")
 
 
 def _super_resolve_arguments(s: argparse.ArgumentParser) -> None:
     _common(s, "super-resolution")
     _images(s, 8)
-    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one output per seed and image")
+    s.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1, 2], help="one output per seed and image")
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -176,8 +177,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..generation.generator import ShortRunGenerator
     from ..images import save_grid
 
-    if args.n < 1 or args.batch_size < 1:
-        raise ConfigError(f"--n and --batch-size must be positive, got {args.n} and {args.batch_size}")
+    if Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} is a folder; give a file name such as grid.png (or samples.pt)")
     state = PartialState(cpu=args.device == "cpu")
     device = torch.device(args.device) if state.num_processes == 1 else state.device
     gen = ShortRunGenerator.from_checkpoint(args.checkpoint, device=device)

@@ -22,11 +22,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from ..interfaces import KINDS
     from ..registry import default_registry
 
-    with warnings.catch_warnings(record=True):
+    with warnings.catch_warnings(record=True):  # failures are listed below, once
         warnings.simplefilter("always")
         reg = default_registry()
-    kinds = [args.kind] if args.kind else [k.name for k in KINDS]
-    rows = [(r.kind, r.name, r.source, r.plugin, r.summary) for k in kinds for r in sorted(reg.components(k).values(), key=lambda r: r.name)]
+        kinds = [args.kind] if args.kind else [k.name for k in KINDS]
+        rows = [(r.kind, r.name, r.source, r.plugin, r.summary) for k in kinds
+                for r in sorted(reg.components(k).values(), key=lambda r: r.name)]
     widths = [max(len(str(r[i])) for r in rows + [("kind", "name", "source", "plug-in", "")]) for i in range(4)]
     print("  ".join(h.ljust(w) for h, w in zip(("kind", "name", "source", "plug-in"), widths)) + "  description")
     for r in rows:

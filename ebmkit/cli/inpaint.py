@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .commands import command
+from .options import count, device
 
 
 def _arguments(i: argparse.ArgumentParser) -> None:
@@ -16,12 +17,12 @@ def _arguments(i: argparse.ArgumentParser) -> None:
     i.add_argument("--mask", help="mask generator NAME[:key=value,...] (e.g. centre:fraction=0.5, half:side=left; "
                                   "see `ebmkit plugins --kind mask`) or a mask file (PNG: white = missing; .npy/.pt: "
                                   "nonzero = missing); default: the checkpoint's")
-    i.add_argument("--n", type=int, default=256, help="images to inpaint (the first N)")
-    i.add_argument("--samples", type=int, default=4, help="completions per image")
-    i.add_argument("--show", type=int, default=8, help="images in the PNG strip")
-    i.add_argument("--steps", type=int, default=None, help="override K")
-    i.add_argument("--seed", type=int, default=0, help="seeds the masks and the chains")
-    i.add_argument("--device", default="cpu")
+    i.add_argument("--n", type=count(1), default=256, help="images to inpaint (the first N)")
+    i.add_argument("--samples", type=count(1), default=4, help="completions per image")
+    i.add_argument("--show", type=count(0), default=8, help="images in the PNG strip")
+    i.add_argument("--steps", type=count(0), default=None, help="override K")
+    i.add_argument("--seed", type=count(0), default=0, help="seeds the masks and the chains")
+    i.add_argument("--device", type=device, default="cpu")
     i.add_argument("--out", default="inpaint", help="folder for inpaint.png and scores.json")
     i.add_argument("--no-baselines", action="store_true",
                    help="skip mean and nearest-neighbour fill (they read the whole training set)")
@@ -36,15 +37,14 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     from ..images import save_rows
     from ..generation.inpainting import ebm_fill, inpainting_scores, masked_view, mean_fill, nearest_fill
 
-    if args.n < 1 or args.samples < 1 or args.show < 0:
-        raise ConfigError(f"--n and --samples must be positive and --show not negative, got {args.n}, {args.samples}, {args.show}")
     torch.manual_seed(args.seed)
+    generator = _mask_generator(args.mask)  # a bad --mask fails before anything is loaded
     exp = load_trained(args.checkpoint, device=args.device, with_data=True)
     if len(exp.shape) != 3:
         raise ConfigError(f"inpainting needs an image model; this checkpoint's data has shape {exp.shape}")
     images = _inpaint_images(args.images, exp)[: args.n].to(args.device)
     height, width = images.shape[-2:]
-    missing = _inpaint_masks(args.mask, exp, images.shape[0], height, width, args.seed).to(args.device)
+    missing = _inpaint_masks(args.mask, generator, exp, images.shape[0], height, width, args.seed).to(args.device)
     filled, starts = ebm_fill(exp.energy, exp.sampler, exp.initializer, images, missing, samples=args.samples,
                               steps=args.steps, return_starts=True)
     scores = {"ebm": inpainting_scores(images, filled, missing)}
@@ -97,32 +97,42 @@ def _inpaint_images(source: str, exp):
     return torch.stack([ds[i] for i in range(len(ds))])
 
 
-def _inpaint_masks(spec: str | None, exp, n: int, height: int, width: int, seed: int):
-    """--mask NAME[:key=value,...] (a registered mask generator), a mask file, or the checkpoint's own generator."""
-    import torch
+MASK_FILES = (".png", ".jpg", ".jpeg", ".bmp", ".npy", ".npz", ".pt")
 
+
+def _mask_generator(spec: str | None):
+    """The mask generator ``--mask NAME[:key=value,...]`` names (None for a mask file or no --mask)."""
     from ..config import parse_value
     from ..errors import ConfigError
-    from ..generation.inpainting import load_mask_file
     from ..registry import default_registry
 
-    if spec and Path(spec).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".npy", ".npz", ".pt"):
+    if not spec or Path(spec).suffix.lower() in MASK_FILES:
+        return None
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, raw = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--mask {spec}: write parameters as key=value, e.g. centre:fraction=0.5")
+        params[key.strip()] = parse_value(raw)
+    return default_registry().build("mask", name.strip(), params, where="--mask")
+
+
+def _inpaint_masks(spec: str | None, generator, exp, n: int, height: int, width: int, seed: int):
+    """Masks from --mask: a registered mask generator (built by :func:`_mask_generator`), a mask file, or the
+    checkpoint's own generator."""
+    import torch
+
+    from ..errors import ConfigError
+    from ..generation.inpainting import load_mask_file
+
+    if spec and Path(spec).suffix.lower() in MASK_FILES:
         m = load_mask_file(spec, height, width)
         if m.shape[0] not in (1, n):
             raise ConfigError(f"--mask {spec} holds {m.shape[0]} masks for {n} images")
         return m.expand(n, -1, -1, -1)
-    if spec:
-        name, _, rest = spec.partition(":")
-        params = {}
-        for item in filter(None, rest.split(",")):
-            key, eq, raw = item.partition("=")
-            if not eq:
-                raise ConfigError(f"--mask {spec}: write parameters as key=value, e.g. centre:fraction=0.5")
-            params[key.strip()] = parse_value(raw)
-        generator = default_registry().build("mask", name.strip(), params, where="--mask")
-    else:
+    if generator is None:
         generator = getattr(exp.initializer, "masks", None)
         if generator is None:
             raise ConfigError("this checkpoint's initializer draws no masks; give --mask NAME[:key=value,...]")
     return generator.sample(n, height, width, generator=torch.Generator().manual_seed(seed))
-

@@ -119,8 +119,11 @@ def load_mask_file(path: str | Path, height: int, width: int) -> Tensor:
     else:
         from PIL import Image
 
-        with Image.open(path) as im:
-            m = torch.from_numpy(np.asarray(im.convert("L").resize((width, height), Image.NEAREST)) > 127)
+        try:
+            with Image.open(path) as im:
+                m = torch.from_numpy(np.asarray(im.convert("L").resize((width, height), Image.NEAREST)) > 127)
+        except (OSError, ValueError, SyntaxError) as exc:  # a corrupt or truncated image file
+            raise DataError(f"cannot read mask file {path}: {' '.join(str(exc).split())[:300]}") from None
     while m.dim() < 4:
         m = m.unsqueeze(0)
     if tuple(m.shape[-2:]) != (height, width):

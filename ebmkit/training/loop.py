@@ -33,12 +33,14 @@ from ..chain_acceleration import ChainSettings, chain_settings
 from ..checkpoint import Checkpoint, atomic_write, find_checkpoint, list_checkpoints, recover_interrupted
 from ..conditional import batch_condition, bound
 from ..config import ExperimentConfig, OptimizerConfig
-from ..data import batch_stream, random_batch
-from ..errors import DivergenceError
+from ..data import batch_stream, check_batch_size, random_batch
+from ..errors import ConfigError, DivergenceError, EbmkitError
 from ..experiment import Experiment
 from ..generation.generator import ShortRunGenerator
 from ..images import save_grid
 from ..interfaces import PARTS
+from ..interrupts import Interrupted, StopRequest, signal_name
+from ..run_folder import RunFolderError, check_target, claim, quarantine_note, resumable_checkpoint
 from ..sampling import seeded
 from .callbacks import Callback, MetricsLog, writing
 from .divergence import DivergenceGuard, Rollback
@@ -63,6 +65,10 @@ def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
 
 def make_accelerator(cfg: ExperimentConfig) -> Accelerator:
     t = cfg.training
+    if t.device == "cuda":  # accelerate would quietly fall back to the CPU
+        from ..devices import check_device
+
+        check_device("cuda", what="training.device")
     use_cpu = t.device == "cpu" or (t.device == "auto" and not torch.cuda.is_available())
     return Accelerator(cpu=use_cpu, mixed_precision=t.mixed_precision)
 
@@ -88,6 +94,11 @@ class Trainer:
         self.run_dir = Path(run_dir or cfg.output.dir)
         self.sampler = experiment.sampler
         self.objective = experiment.objective
+        if not any(p.requires_grad for p in experiment.energy.parameters()):
+            raise ConfigError(
+                f"energy '{cfg.energy.name}' has no trainable parameters: training learns the energy's weights, so it "
+                "needs at least one torch.nn.Parameter (a plug-in energy registers its weights as nn.Parameter, "
+                "not as plain tensors)")
         self.initializer = experiment.initializer.to(self.accelerator.device)
         distributed.shard_module(self.initializer, self.accelerator)  # each process keeps its share of a bank
         lr = distributed.scaled_lr(cfg.optimizer.lr * cfg.optimizer.lr_multiplier(), cfg.optimizer.scale_lr,
@@ -199,8 +210,56 @@ class Trainer:
         self.divergence.check_logs(self.iteration + 1, logs)
 
     # -- the loop ----------------------------------------------------------------------
-    def fit(self, *, resume: bool | str | Path = False) -> dict[str, float]:
-        """Train until ``training.iterations``; returns the last logged numbers."""
+    def fit(self, *, resume: bool | str | Path = False, overwrite: bool = False) -> dict[str, float]:
+        """Train until ``training.iterations``; returns the last logged numbers.
+
+        Nothing is written before every check has passed: the batch size
+        against the data, the run folder (no live run may hold it, and one
+        that holds a run is used only with ``resume`` -- continue it -- or
+        ``overwrite`` -- move it aside to ``RUN.old-<date>-<time>``), and with
+        ``resume`` a valid checkpoint that fits this run.  Then the main
+        process locks the folder (``RUN/.lock``, :mod:`ebmkit.run_folder`)
+        until the run ends.  SIGINT / SIGTERM end the run after the current
+        iteration with a checkpoint of it (:class:`~ebmkit.interrupts.Interrupted`)."""
+        t = self.config.training
+        check_batch_size(len(self.experiment.dataset), t.batch_size, self.accelerator.num_processes)
+        self._on_main_together(self._check_folder, resume, overwrite)
+        lock = self._on_main_together(claim, self.run_dir, resume=bool(resume), overwrite=overwrite)
+        try:
+            with StopRequest(announce=self.is_main) as stop:
+                return self._fit(resume, stop)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _on_main_together(self, fn, *args, **kwargs):
+        """``fn`` on the main process; if it fails, every process stops (none is left waiting at a collective)."""
+        result, problem = None, None
+        if self.is_main:
+            try:
+                result = fn(*args, **kwargs)
+            except EbmkitError as exc:
+                problem = exc
+        if distributed.any_process(problem is not None, self.accelerator):
+            raise problem or RunFolderError("stopped: the main process refused to start the run (see its message)")
+        return result
+
+    def _check_folder(self, resume: bool | str | Path, overwrite: bool) -> None:
+        """Read-only checks of the run folder and of the checkpoint to resume from (before any write)."""
+        with warnings.catch_warnings(record=True) as seen:  # resume() repeats them; show them once
+            warnings.simplefilter("always")
+            try:
+                ckpt = check_target(self.run_dir, resume=bool(resume), overwrite=overwrite, checkpoint=resume is True)
+                if resume and resume is not True:
+                    ckpt = find_checkpoint(resume)
+                if ckpt is not None:
+                    run_state.check_compatible(ckpt, self.config, self.experiment.shape)
+            except EbmkitError:
+                for w in seen:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                raise
+
+    def _fit(self, resume: bool | str | Path, stop: StopRequest) -> dict[str, float]:
         cfg, t = self.config, self.config.training
         if resume:
             self.resume(None if resume is True else resume)
@@ -247,6 +306,9 @@ class Trainer:
                 self.write_samples(f"iter-{self.iteration:08d}.png")
             if t.checkpoint_every and self.iteration % t.checkpoint_every == 0:
                 self.save()
+            if distributed.any_process(stop.requested, self.accelerator):  # SIGINT / SIGTERM: stop here, saved
+                bar.close()
+                self._stop_on_signal(stop.signum)
         bar.close()
         if self._checkpoint_iteration != self.iteration:
             self.save()
@@ -254,6 +316,17 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return last
+
+    def _stop_on_signal(self, signum: int | None) -> None:
+        """Checkpoint the iteration reached and end the run with :class:`Interrupted`."""
+        import signal
+
+        if self._checkpoint_iteration != self.iteration:
+            self.save()
+        signum = signum or signal.SIGTERM  # a process told by another one that a signal arrived there
+        path = self.checkpoint_dir / f"iter-{self.iteration:08d}"
+        raise Interrupted(f"stopped by {signal_name(signum)} after iteration {self.iteration}; checkpoint {path} written.",
+                          signum=signum, iteration=self.iteration, checkpoint=path)
 
     def _roll_back(self, err: DivergenceError) -> None:
         """The guard decides (a checkpoint and a learning-rate factor, or it
@@ -284,7 +357,8 @@ class Trainer:
         t = self.config.training
         return batch_stream(
             self.experiment.dataset, t.batch_size, seed=t.seed, start=self.iteration, num_workers=t.num_workers,
-            rank=self.accelerator.process_index, world=self.accelerator.num_processes,
+            rank=self.accelerator.process_index, world=self.accelerator.num_processes, name=self.config.data.name,
+            shape=self.experiment.shape,
         )
 
     # -- samples -------------------------------------------------------------------------
@@ -365,14 +439,16 @@ class Trainer:
         initializer (e.g. a persistent bank, a VAE and its optimiser),
         stateful sampler / objective, optimiser, RNG states, iteration and the divergence guard's state.
 
-        With no checkpoint in the run folder the run starts fresh; checkpoints
-        that all fail their checks are an error, never a silent restart."""
+        No checkpoint in the run folder, or checkpoints that all fail their
+        checks, is an error that says what the folder holds -- never a silent
+        restart.  Checkpoints set aside after a divergence, newer than the one
+        resumed from, are named in a warning with how to continue from them."""
         if path is None:
             if self.is_main:
                 recover_interrupted(self.checkpoint_dir)
             self.accelerator.wait_for_everyone()
             if not list_checkpoints(self.checkpoint_dir):
-                return None  # nothing to resume: start fresh
+                resumable_checkpoint(self.run_dir)  # raises, saying what the folder holds
         ckpt = find_checkpoint(path or self.run_dir)
         run_state.restore(ckpt, self._parts(), local_initializer_state=lambda sd: distributed.local_state_dict(
             sd, self.initializer, self.accelerator))
@@ -382,6 +458,9 @@ class Trainer:
         self.divergence.load_state_dict(ckpt.state.get("divergence"))
         if self.is_main:
             log.info("resuming from %s (iteration %d)", ckpt.path, ckpt.iteration)
+            note = quarantine_note(self.run_dir, newer_than=ckpt.iteration) if path is None else ""
+            if note:
+                warnings.warn(note, RuntimeWarning, stacklevel=2)
         return ckpt
 
 
