@@ -213,7 +213,9 @@ class PerformanceConfig(_Strict):
     The sampler's fast path is the sampler's ``fast`` / ``channels_last``;
     mixed precision is ``training.mixed_precision``."""
 
-    threads: PositiveInt | None = Field(None, description="torch CPU threads (None: torch's default, one per core)")
+    threads: PositiveInt | Literal["auto"] | None = Field(
+        "auto", description="torch CPU threads: a number, auto (from the energy's size and the free cores; one thread "
+                            "for small nets, see docs/performance.md), or None (torch's default, one per core)")
     channels_last: bool | None = Field(
         None, description="keep the energy's weights channels_last (None: on for image data on CPU when the energy "
               "takes that format, e.g. convnet)")
@@ -226,9 +228,23 @@ class PerformanceConfig(_Strict):
     cudnn_benchmark: bool | None = Field(None, description="CUDA runs: cuDNN's autotuner for the convolutions")
 
 
+class LoggingConfig(_Strict):
+    """Experiment tracking through accelerate's trackers (``[logging]``;
+    :mod:`ebmkit.tracking`).  metrics.csv is written either way."""
+
+    trackers: list[str] = Field(
+        default_factory=list, description="accelerate trackers: tensorboard, wandb, mlflow, comet_ml, aim, clearml, "
+                                          "dvclive, swanlab, trackio (each needs its own package)")
+    project: str = Field("ebmkit", description="project (wandb) / experiment (mlflow) name; the run is named after "
+                                               "its folder")
+    images: bool = Field(True, description="send the sample grids to the trackers as images")
+
+
 class OutputConfig(_Strict):
     dir: Path = Path("runs/experiment")
     grid_size: PositiveInt = 64
+    grid_scale: int = Field(0, ge=0, description="enlarge grid cells by this factor (nearest); 0: auto, small images "
+                                                 "grow to at least 32 px")
 
 
 SECTIONS = {k.section: k.name for k in KINDS if k.section}
@@ -256,6 +272,7 @@ class ExperimentConfig(_ComponentSections):
     ema: EMAConfig = Field(default_factory=EMAConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator(*SECTIONS, mode="before")
     @classmethod
