@@ -360,7 +360,33 @@ def parse_config(data: dict[str, Any], *, source: str = "config", registry: Any 
     return cfg
 
 
+QUICK_ENV = "EBMKIT_DOCS_ITERATIONS"
+"""When set to N, every config read for training runs at most N iterations
+(sample grids and checkpoints at most every N): the documentation's examples
+run in seconds under test (tests/test_docs_examples.py).  Not for real runs."""
+
+
+def quick_cap() -> int | None:
+    """N from ``$EBMKIT_DOCS_ITERATIONS``, or None."""
+    import os
+
+    raw = os.environ.get(QUICK_ENV, "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+
+def apply_quick_cap(data: dict[str, Any]) -> dict[str, Any]:
+    """``training.iterations`` (and the grid / checkpoint intervals) capped at :func:`quick_cap`."""
+    cap = quick_cap()
+    if cap is None:
+        return data
+    t = data.setdefault("training", {})
+    t["iterations"] = min(int(t.get("iterations", cap)), cap)
+    for key in ("sample_every", "checkpoint_every"):
+        t[key] = min(int(t.get(key, 500)), cap)
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None, registry: Any = None) -> ExperimentConfig:
     """Read, override and validate an experiment file."""
-    data = apply_overrides(read_config_file(path), overrides or [])
+    data = apply_quick_cap(apply_overrides(read_config_file(path), overrides or []))
     return parse_config(data, source=str(path), registry=registry)
