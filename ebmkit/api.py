@@ -73,7 +73,9 @@ def config_dict(config_or_path: "str | Path | dict[str, Any] | ExperimentConfig"
     ``config_or_path``: a preset name, a TOML / YAML / JSON file, a dict, or
     an :class:`~ebmkit.config.ExperimentConfig`.  ``overrides``: sections as
     dicts (``training={"iterations": 100}``, merged key by key) or single
-    values spelt ``section__key`` (``training__iterations=100``)."""
+    values spelt ``section__key`` (``training__iterations=100``).  A
+    component section that names another component (``energy={"name": "mlp"}``)
+    replaces the section, since the old component's parameters do not apply."""
     from .config import ExperimentConfig, read_config_file
     from .presets import resolve_config_path
 
@@ -94,8 +96,11 @@ def config_dict(config_or_path: "str | Path | dict[str, Any] | ExperimentConfig"
         node = data
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            _merge(node[parts[-1]], value)
+        old = node.get(parts[-1])
+        if isinstance(value, dict) and isinstance(old, dict) and value.get("name", old.get("name")) == old.get("name"):
+            _merge(old, value)  # same component (or a plain section): change the keys given
+        elif isinstance(value, dict) and isinstance(old, dict) and "name" in value:
+            node[parts[-1]] = dict(value)  # another component: the old one's parameters do not apply
         else:
             node[parts[-1]] = value
     return data

@@ -268,6 +268,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     _positive(n=args.n, batch_size=args.batch_size)
     gen = _generator(args)
     out = Path(args.out)
+    from .config import quick_cap
+
+    args.iterations = min(args.iterations, quick_cap() or args.iterations)  # documentation examples under test
     params = validated(ReconstructParams, {
         "iterations": args.iterations, "optimizer": args.optimizer, "lr": args.lr, "infer_noise": args.infer_noise,
         "noise_prior": args.noise_prior, "checkpoint_every": args.checkpoint_every,

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..conditional import batch_condition, bound
+from ..config import quick_cap
 from ..data import random_batch
 from ..errors import ConfigError, DataError, validated
 from ..interfaces import InitialDistribution, Params, SampleResult, Sampler
@@ -277,6 +278,9 @@ class ShortRunGenerator:
         it from x itself, as in training.
         """
         p = validated(ReconstructParams, params, heading="bad reconstruct parameters", prefix="reconstruct")
+        cap = quick_cap()  # documentation examples under test run a few steps
+        if cap is not None and p.iterations > cap:
+            p = p.model_copy(update={"iterations": cap})
         x = self._check_images(x).to(self.device)
         k = self.steps
         z = self.sample_z(x.shape[0], seed=p.seed, data=x if self.initializer.needs_data else None)
