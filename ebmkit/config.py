@@ -362,8 +362,10 @@ def parse_config(data: dict[str, Any], *, source: str = "config", registry: Any 
 
 QUICK_ENV = "EBMKIT_DOCS_ITERATIONS"
 """When set to N, every config read for training runs at most N iterations
-(sample grids and checkpoints at most every N): the documentation's examples
-run in seconds under test (tests/test_docs_examples.py).  Not for real runs."""
+(sample grids and checkpoints at most every N) with chains of at most
+QUICK_STEPS steps: the documentation's examples run in seconds under test
+(tests/test_docs_examples.py).  Not for real runs."""
+QUICK_STEPS = 20
 
 
 def quick_cap() -> int | None:
@@ -383,6 +385,15 @@ def apply_quick_cap(data: dict[str, Any]) -> dict[str, Any]:
     t["iterations"] = min(int(t.get("iterations", cap)), cap)
     for key in ("sample_every", "checkpoint_every"):
         t[key] = min(int(t.get(key, 500)), cap)
+
+    def short_chains(node: Any) -> None:  # `steps` of the sampler and of any sampler nested in it
+        if isinstance(node, dict):
+            if isinstance(node.get("steps"), int):
+                node["steps"] = min(node["steps"], QUICK_STEPS)
+            for v in node.values():
+                short_chains(v)
+
+    short_chains(data.get("sampler"))
     return data
 
 

@@ -268,7 +268,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     _positive(n=args.n, batch_size=args.batch_size)
     gen = _generator(args)
     out = Path(args.out)
-    from .config import quick_cap
+    from ..config import quick_cap
 
     args.iterations = min(args.iterations, quick_cap() or args.iterations)  # documentation examples under test
     params = validated(ReconstructParams, {
