@@ -379,3 +379,18 @@ def find_checkpoint(path: str | Path) -> Checkpoint:
     shipped = pretrained.names()
     raise CheckpointError(f"no checkpoint found at {path}" + (f" (and no shipped model of that name; shipped: "
                                                               f"{', '.join(shipped)})" if len(path.parts) == 1 and shipped else ""))
+
+
+def run_folder(checkpoint_path: str | Path) -> Path:
+    """Where a command's outputs for this model go by default: the run folder
+    of ``RUN/checkpoints/iter-*``; an exported folder itself; for a model
+    shipped in the package (read-only there), ``runs/<name>`` here."""
+    from . import pretrained
+
+    path = Path(checkpoint_path)
+    shipped = pretrained.shipped_name(path)
+    if shipped:
+        return Path("runs") / shipped
+    if path.parent.name == "checkpoints" and path.name.startswith(PREFIX):
+        return path.parent.parent
+    return path
