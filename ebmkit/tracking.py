@@ -125,7 +125,8 @@ class Tracking:
 
     def on_step_end(self, trainer: Any, logs: dict[str, float]) -> None:
         t = trainer.config.training
-        if trainer.iteration % t.log_every == 0 or trainer.iteration == t.iterations:
+        evaluated = any(k.startswith(("eval", "quality")) for k in logs)  # an evaluation's numbers, whenever they come
+        if trainer.iteration % t.log_every == 0 or trainer.iteration == t.iterations or evaluated:
             trainer.accelerator.log(scalars(logs), step=trainer.iteration)
 
     def on_samples(self, trainer: Any, images: "Tensor", path: Path | None) -> None:
