@@ -50,7 +50,7 @@ _LAZY = {
     "Trainer": "ebmkit.training.loop",
     "save_grid": "ebmkit.images",
     "load_trained": "ebmkit.experiment",
-    "ShortRunGenerator": "ebmkit.generator",
+    "ShortRunGenerator": "ebmkit.generation.generator",
     # the front door (ebmkit.api): train a config, load a trained model
     "train": "ebmkit.api",
     "load": "ebmkit.api",

@@ -23,7 +23,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
-    from .generator import ShortRunGenerator
+    from .generation.generator import ShortRunGenerator
 
 
 @dataclass
@@ -117,9 +117,9 @@ def train(config_or_path: "str | Path | dict[str, Any] | ExperimentConfig", *, r
     ``callbacks``; the config's own (diagnostics, trackers) are added as the
     CLI adds them."""
     from .config import apply_quick_cap, parse_config
-    from .diagnostics import callbacks_from_config
+    from .training.diagnostics import callbacks_from_config
     from .experiment import build_experiment
-    from .trainer import Trainer
+    from .training.loop import Trainer
 
     data = apply_quick_cap(config_dict(config_or_path, overrides))
     cfg = parse_config(data, source=str(config_or_path) if isinstance(config_or_path, (str, Path)) else "config")
@@ -136,7 +136,7 @@ def load(run_or_name: "str | Path | Run", *, device: str = "cpu") -> "ShortRunGe
     ``run_or_name``: a :class:`Run`, a run folder (its newest checkpoint), a
     checkpoint folder, a folder written by ``ebmkit export``, or the name of
     a model shipped with ebmkit (``ebmkit.pretrained.names()``, e.g. ``"digits"``)."""
-    from .generator import ShortRunGenerator
+    from .generation.generator import ShortRunGenerator
 
     path = run_or_name.dir if isinstance(run_or_name, Run) else run_or_name
     return ShortRunGenerator.from_checkpoint(path, device=device)

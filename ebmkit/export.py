@@ -93,7 +93,7 @@ def export(run: str | Path, out: str | Path, *, overwrite: bool = False, n_sampl
     ``command``: how the model was trained, shown on the card."""
     from . import __version__
     from .checkpoint import find_checkpoint
-    from .generator import ShortRunGenerator
+    from .generation.generator import ShortRunGenerator
     from .images import save_grid
 
     ckpt = find_checkpoint(run)
