@@ -31,7 +31,7 @@ def test_version(capsys):
     assert ebmkit.__version__ in capsys.readouterr().out
 
 
-def test_every_option_has_help_and_shows_its_default(capsys):
+def test_every_option_has_help_and_shows_its_default():
     from ebmkit.cli import build_parser
 
     parser = build_parser()
@@ -39,18 +39,20 @@ def test_every_option_has_help_and_shows_its_default(capsys):
     assert {"train", "sample", "generate", "export", "inpaint"} <= set(sub.choices)
     missing, no_default = [], []
     for verb, p in sub.choices.items():
-        text = p.format_help()
+        options = p.format_help().split("options:", 1)[1]
+        # each option's entry: from its line to the next line that starts an option
+        entries = re.split(r"\n(?=  -)", options)
         for action in p._actions:
             if action.dest == "help" or not action.option_strings:
                 continue
             if not action.help:
                 missing.append(f"{verb} {action.option_strings[-1]}")
-            elif action.default not in (None, False) and "default" not in (action.help or "") and \
-                    "%(default)" not in action.help and action.nargs != 0:
-                # ArgumentDefaultsHelpFormatter adds "(default: ...)" to the formatted text
-                line = text[text.find(action.option_strings[-1]):]
-                if "default" not in line[: line.find("\n  -") if "\n  -" in line else len(line)]:
-                    no_default.append(f"{verb} {action.option_strings[-1]}")
+                continue
+            if action.default in (None, False) or action.nargs == 0:
+                continue
+            entry = next(e for e in entries if re.match(rf"\s*(-\w+, )?{re.escape(action.option_strings[-1])}\b", e.strip()))
+            if "default" not in entry:
+                no_default.append(f"{verb} {action.option_strings[-1]}")
     assert not missing, f"options without help: {missing}"
     assert not no_default, f"defaults not shown: {no_default}"
 

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from .commands import command
+from .commands import CHECKPOINT_HELP, add_output_options, command, output_folder
 
 
 def _arguments(i: argparse.ArgumentParser) -> None:
-    i.add_argument("checkpoint", help="checkpoint folder or run folder of a conditional model (docs/conditional.md)")
+    i.add_argument("checkpoint", help=CHECKPOINT_HELP + "; a conditional model (docs/conditional.md)")
     i.add_argument("--images", default="test", help="'test' or 'train' (the checkpoint's dataset), a folder of images, "
                                                     "or a .npy / .pt array (N, C, H, W) in [-1, 1]")
     i.add_argument("--mask", help="mask generator NAME[:key=value,...] (e.g. centre:fraction=0.5, half:side=left; "
@@ -19,10 +19,10 @@ def _arguments(i: argparse.ArgumentParser) -> None:
     i.add_argument("--n", type=int, default=256, help="images to inpaint (the first N)")
     i.add_argument("--samples", type=int, default=4, help="completions per image")
     i.add_argument("--show", type=int, default=8, help="images in the PNG strip")
-    i.add_argument("--steps", type=int, default=None, help="override K")
+    i.add_argument("--steps", type=int, default=None, help="override K, the chain length (default: the trained K)")
     i.add_argument("--seed", type=int, default=0, help="seeds the masks and the chains")
-    i.add_argument("--device", default="cpu")
-    i.add_argument("--out", default="inpaint", help="folder for inpaint.png and scores.json")
+    i.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    add_output_options(i, "inpaint", what="folder for inpaint.png and scores.json")
     i.add_argument("--no-baselines", action="store_true",
                    help="skip mean and nearest-neighbour fill (they read the whole training set)")
 
@@ -55,12 +55,12 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         train = torch.stack([exp.dataset[i] for i in range(len(exp.dataset))]).to(args.device)
         scores["mean_fill"] = inpainting_scores(images, mean_fill(train, images, missing), missing)
         scores["nearest_fill"] = inpainting_scores(images, nearest_fill(train, images, missing), missing)
-    out = Path(args.out)
+    out = output_folder(args, exp.checkpoint.path, "inpaint")
     out.mkdir(parents=True, exist_ok=True)
     show = min(args.show, images.shape[0])
     rows = [torch.cat([masked_view(images[i : i + 1], missing[i : i + 1]), *((starts[:1, i],) if learnt else ()),
                        filled[:, i], images[i : i + 1]]) for i in range(show)]
-    strip = save_rows(rows, out / "inpaint.png") if rows else None
+    strip = save_rows(rows, out / "inpaint.png", scale=args.scale or None) if rows else None
     summary = {"checkpoint": str(exp.checkpoint.path), "iteration": exp.checkpoint.iteration, "images": args.images,
                "n": int(images.shape[0]), "mask": args.mask or "(the checkpoint's)", "samples": args.samples,
                "missing_fraction": float(missing.float().mean()), "scores": scores,
