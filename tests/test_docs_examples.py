@@ -27,6 +27,7 @@ rendered page):
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -108,7 +109,8 @@ def run_bash(block: Block, tmp: Path) -> None:
 
     for command in commands(block.body):
         argv = shlex.split(command, comments=True)
-        if argv and argv[0] == "ebmkit" and not set(command) & set("|&;<>$`"):
+        shell_syntax = any(set(t) <= set("|&;<>") or set(t) & set("$`") for t in argv)
+        if argv and argv[0] == "ebmkit" and not shell_syntax:
             threads = torch.get_num_threads()
             try:
                 status = main([newest_checkpoint(a) for a in argv[1:]])
@@ -118,7 +120,8 @@ def run_bash(block: Block, tmp: Path) -> None:
                 torch.set_num_threads(threads)
             assert status == 0, f"{block}: `{command}` exited with {status}"
         else:
-            r = subprocess.run(["bash", "-c", command], cwd=tmp, capture_output=True, text=True, timeout=600)
+            env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+            r = subprocess.run(["bash", "-c", command], cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
             assert r.returncode == 0, f"{block}: `{command}` exited with {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
 
 
