@@ -129,3 +129,11 @@ def relaunch(args: argparse.Namespace, name: str) -> int | None:
     if not n or n == 1 or distributed.launched():
         return None
     return distributed.launch(command_argv(args, name), n)
+
+
+def model_threads(exp, device, batch: int = 256) -> int:
+    """``performance.threads`` of the model's config (auto: from its size and the free cores) for an inference verb,
+    as the trainer does for training."""
+    from ..performance import apply_threads
+
+    return apply_threads(exp.config.performance.threads, energy=exp.energy, shape=exp.shape, batch=batch, device=device)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .commands import CHECKPOINT_HELP, add_output_options, command, output_folder
+from .commands import CHECKPOINT_HELP, add_output_options, command, model_threads, output_folder
 
 
 def _arguments(c: argparse.ArgumentParser) -> None:
@@ -39,6 +39,7 @@ def cmd_cooperative_sample(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 0:
         raise ConfigError(f"--steps must be 0 or more, got {args.steps}")
     exp = load_trained(args.checkpoint, device=args.device)
+    model_threads(exp, args.device)
     cooperative.require_latent(exp.initializer, exp.config.initializer.name)
     k = exp.sampler.steps if args.steps is None else args.steps
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, DataError
-from .commands import CHECKPOINT_HELP, add_output_options, command, output_folder, relaunch
+from .commands import CHECKPOINT_HELP, add_output_options, command, model_threads, output_folder, relaunch
 
 if TYPE_CHECKING:  # torch loads only when a command runs, so `ebmkit --help` stays quick
     from torch import Tensor
@@ -95,7 +95,9 @@ def _super_resolve_arguments(s: argparse.ArgumentParser) -> None:
 def _generator(args: argparse.Namespace):
     from ..generation.generator import ShortRunGenerator
 
-    return ShortRunGenerator.from_checkpoint(args.checkpoint, device=args.device)
+    gen = ShortRunGenerator.from_checkpoint(args.checkpoint, device=args.device)
+    model_threads(gen.experiment, args.device, getattr(args, "batch_size", 64))
+    return gen
 
 
 def _positive(**values: int) -> None:
@@ -187,6 +189,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..generation.generator import progress_bar
 
     gen = ShortRunGenerator.from_checkpoint(args.checkpoint, device=device)
+    model_threads(gen.experiment, device, args.batch_size)
     target = Path(args.out) if args.out else run_folder(gen.experiment.checkpoint.path) / "sample" / "samples.png"
     batches = -(-args.n // args.batch_size)
     bar = progress_bar(range(-(-batches // state.num_processes)), state.is_main_process, "sample", unit="batch")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .commands import CHECKPOINT_HELP, add_output_options, command, output_folder
+from .commands import CHECKPOINT_HELP, add_output_options, command, model_threads, output_folder
 
 
 def _arguments(i: argparse.ArgumentParser) -> None:
@@ -40,6 +40,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n and --samples must be positive and --show not negative, got {args.n}, {args.samples}, {args.show}")
     torch.manual_seed(args.seed)
     exp = load_trained(args.checkpoint, device=args.device, with_data=True)
+    model_threads(exp, args.device)
     if len(exp.shape) != 3:
         raise ConfigError(f"inpainting needs an image model; this checkpoint's data has shape {exp.shape}")
     images = _inpaint_images(args.images, exp)[: args.n].to(args.device)
