@@ -67,14 +67,13 @@ def _last_metrics(run_dir: Path) -> dict[str, float]:
         return {}
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    out = {}
-    for k, v in rows[-1].items():
-        try:
-            out[k] = float(v)
-        except (TypeError, ValueError):
-            pass
+    out: dict[str, float] = {}
+    for row in rows:  # the last value of each column: evaluations (eval_*) come only every so many iterations
+        for k, v in row.items():
+            try:
+                out[k] = float(v)
+            except (TypeError, ValueError):
+                pass
     return out
 
 

@@ -62,3 +62,20 @@ def test_no_trackers_no_tracking_folder(tiny):
     trainer.fit()
     assert not (trainer.run_dir / "tensorboard").exists()
     assert (trainer.run_dir / "metrics.csv").exists()
+
+
+def test_evaluation_scores_reach_the_tracker(tiny, tmp_path, monkeypatch):
+    """[evaluation] numbers (eval_*) go to TensorBoard at the iterations they were measured."""
+    from ebmkit.experiment import build_experiment
+    from ebmkit.training.loop import Trainer
+
+    monkeypatch.setenv("EBMKIT_CLASSIFIER_CACHE", str(tmp_path / "classifiers"))
+    cfg = parse_config(tiny(training={"iterations": 3, "log_every": 2}, evaluation={"every": 3, "samples": 16},
+                            logging={"trackers": ["tensorboard"], "images": False}))
+    trainer = Trainer(build_experiment(cfg))
+    trainer.fit()
+    ev = _events(trainer.run_dir)
+    evals = [t for t in ev.Tags()["scalars"] if t.startswith("eval_")]
+    assert "eval_recognisable" in evals
+    assert [e.step for e in ev.Scalars("eval_recognisable")] == [3]
+    assert not ev.Tags()["images"]
