@@ -11,6 +11,7 @@ module holds what belongs to the run as a whole.  Mixed precision is
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import torch
@@ -53,7 +54,7 @@ def forward_flops(energy: nn.Module, shape: tuple[int, ...], batch: int) -> int:
 
 
 def choose_threads(flops_per_batch: int, *, cores: int | None = None, load: float | None = None) -> int:
-    """The thread count for ``threads = "auto"``: one thread per
+    """The thread count for ``threads = "auto"``: one thread per started
     ``PARALLEL_FLOPS`` of work in a batch's forward pass (at least one), no
     more than the cores, and no more than the cores the rest of the machine
     leaves free (1-minute load average): oversubscribed threads wait for each
@@ -64,7 +65,7 @@ def choose_threads(flops_per_batch: int, *, cores: int | None = None, load: floa
             load = os.getloadavg()[0]
         except (AttributeError, OSError):
             load = 0.0
-    by_work = max(1, int(flops_per_batch // PARALLEL_FLOPS))
+    by_work = max(1, math.ceil(flops_per_batch / PARALLEL_FLOPS))
     free = max(1, int(round(cores - load)))
     return max(1, min(by_work, cores, free))
 

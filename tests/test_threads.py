@@ -17,6 +17,8 @@ def test_forward_flops_counts_the_convnet_by_hand():
 
 @pytest.mark.parametrize("flops, cores, load, want", [
     (35e6, 2, 0.0, 1),                    # digits-cpu (the README's main job): one thread
+    (3.3e9, 2, 0.0, 1),                   # 32 px, nf 32: a second thread lost here (docs/performance.md)
+    (13.1e9, 2, 0.0, 2),                  # 32 px, nf 64: a second thread paid
     (PARALLEL_FLOPS * 2, 2, 0.0, 2),      # big enough for two, machine free
     (PARALLEL_FLOPS * 2, 2, 1.6, 1),      # ... but another job holds a core
     (PARALLEL_FLOPS * 100, 8, 0.0, 8),    # never more than the cores
