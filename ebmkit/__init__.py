@@ -49,6 +49,12 @@ _LAZY = {
     "build_experiment": "ebmkit.experiment",
     "Trainer": "ebmkit.training.loop",
     "save_grid": "ebmkit.images",
+    "load_trained": "ebmkit.experiment",
+    "ShortRunGenerator": "ebmkit.generation.generator",
+    # the front door (ebmkit.api): train a config, load a trained model
+    "train": "ebmkit.api",
+    "load": "ebmkit.api",
+    "Run": "ebmkit.api",
 }
 
 

@@ -359,8 +359,12 @@ def open_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
 
 def find_checkpoint(path: str | Path) -> Checkpoint:
     """Resolve a checkpoint folder, a ``checkpoints`` folder or a run folder
-    to its newest *valid* checkpoint; corrupt ones are skipped with a warning."""
-    path = Path(path)
+    to its newest *valid* checkpoint; corrupt ones are skipped with a warning.
+    An exported model folder (``ebmkit export``) is one checkpoint; the name of
+    a model shipped in the package (``digits``) means that model."""
+    from . import pretrained
+
+    path = pretrained.resolve(path)
     if (path / STATE_FILE).is_file():
         return open_checkpoint(path)
     for base in (path / "checkpoints", path):
@@ -372,4 +376,21 @@ def find_checkpoint(path: str | Path) -> Checkpoint:
                 warnings.warn(f"{exc}; falling back to the previous checkpoint", RuntimeWarning, stacklevel=2)
         if candidates:
             raise CheckpointError(f"no valid checkpoint under {base}: every one failed its checks")
-    raise CheckpointError(f"no checkpoint found at {path}")
+    shipped = pretrained.names()
+    raise CheckpointError(f"no checkpoint found at {path}" + (f" (and no shipped model of that name; shipped: "
+                                                              f"{', '.join(shipped)})" if len(path.parts) == 1 and shipped else ""))
+
+
+def run_folder(checkpoint_path: str | Path) -> Path:
+    """Where a command's outputs for this model go by default: the run folder
+    of ``RUN/checkpoints/iter-*``; an exported folder itself; for a model
+    shipped in the package (read-only there), ``runs/<name>`` here."""
+    from . import pretrained
+
+    path = Path(checkpoint_path)
+    shipped = pretrained.shipped_name(path)
+    if shipped:
+        return Path("runs") / shipped
+    if path.parent.name == "checkpoints" and path.name.startswith(PREFIX):
+        return path.parent.parent
+    return path

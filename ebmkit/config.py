@@ -213,7 +213,9 @@ class PerformanceConfig(_Strict):
     The sampler's fast path is the sampler's ``fast`` / ``channels_last``;
     mixed precision is ``training.mixed_precision``."""
 
-    threads: PositiveInt | None = Field(None, description="torch CPU threads (None: torch's default, one per core)")
+    threads: PositiveInt | Literal["auto"] | None = Field(
+        "auto", description="torch CPU threads: a number, auto (from the energy's size and the free cores; one thread "
+                            "for small nets, see docs/performance.md), or None (torch's default, one per core)")
     channels_last: bool | None = Field(
         None, description="keep the energy's weights channels_last (None: on for image data on CPU when the energy "
               "takes that format, e.g. convnet)")
@@ -226,9 +228,23 @@ class PerformanceConfig(_Strict):
     cudnn_benchmark: bool | None = Field(None, description="CUDA runs: cuDNN's autotuner for the convolutions")
 
 
+class LoggingConfig(_Strict):
+    """Experiment tracking through accelerate's trackers (``[logging]``;
+    :mod:`ebmkit.tracking`).  metrics.csv is written either way."""
+
+    trackers: list[str] = Field(
+        default_factory=list, description="accelerate trackers: tensorboard, wandb, mlflow, comet_ml, aim, clearml, "
+                                          "dvclive, swanlab, trackio (each needs its own package)")
+    project: str = Field("ebmkit", description="project (wandb) / experiment (mlflow) name; the run is named after "
+                                               "its folder")
+    images: bool = Field(True, description="send the sample grids to the trackers as images")
+
+
 class OutputConfig(_Strict):
     dir: Path = Path("runs/experiment")
     grid_size: PositiveInt = 64
+    grid_scale: int = Field(0, ge=0, description="enlarge grid cells by this factor (nearest); 0: auto, small images "
+                                                 "grow to at least 32 px")
 
 
 SECTIONS = {k.section: k.name for k in KINDS if k.section}
@@ -256,6 +272,7 @@ class ExperimentConfig(_ComponentSections):
     ema: EMAConfig = Field(default_factory=EMAConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator(*SECTIONS, mode="before")
     @classmethod
@@ -355,7 +372,44 @@ def parse_config(data: dict[str, Any], *, source: str = "config", registry: Any 
     return cfg
 
 
+QUICK_ENV = "EBMKIT_DOCS_ITERATIONS"
+"""When set to N, every config read for training runs at most N iterations
+(sample grids and checkpoints at most every N) with chains of at most
+QUICK_STEPS steps: the documentation's examples run in seconds under test
+(tests/test_docs_examples.py).  Not for real runs."""
+QUICK_STEPS = 20
+
+
+def quick_cap() -> int | None:
+    """N from ``$EBMKIT_DOCS_ITERATIONS``, or None."""
+    import os
+
+    raw = os.environ.get(QUICK_ENV, "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+
+def apply_quick_cap(data: dict[str, Any]) -> dict[str, Any]:
+    """``training.iterations`` (and the grid / checkpoint intervals) capped at :func:`quick_cap`."""
+    cap = quick_cap()
+    if cap is None:
+        return data
+    t = data.setdefault("training", {})
+    t["iterations"] = min(int(t.get("iterations", cap)), cap)
+    for key in ("sample_every", "checkpoint_every"):
+        t[key] = min(int(t.get(key, 500)), cap)
+
+    def short_chains(node: Any) -> None:  # `steps` of the sampler and of any sampler nested in it
+        if isinstance(node, dict):
+            if isinstance(node.get("steps"), int):
+                node["steps"] = min(node["steps"], QUICK_STEPS)
+            for v in node.values():
+                short_chains(v)
+
+    short_chains(data.get("sampler"))
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None, registry: Any = None) -> ExperimentConfig:
     """Read, override and validate an experiment file."""
-    data = apply_overrides(read_config_file(path), overrides or [])
+    data = apply_quick_cap(apply_overrides(read_config_file(path), overrides or []))
     return parse_config(data, source=str(path), registry=registry)

@@ -75,9 +75,11 @@ def launch(args: list[str], num_processes: int, *, module: str = "ebmkit", max_r
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(max(1, cores // num_processes))}
     parsed = torchrun.get_args_parser().parse_args([
-        "--standalone", f"--nproc-per-node={num_processes}", f"--max-restarts={max_restarts}",
-        "--module", module, *args,
+        "--standalone", f"--nproc-per-node={num_processes}", f"--max-restarts={max_restarts}", "--module", module,
     ])
+    # Given after parsing: the launcher's parser would read the command's own
+    # options as abbreviations of its own (`--n=64` -> "ambiguous option: --nnodes, ...").
+    parsed.training_script_args = list(args)
     try:
         with patch_environment(**env):
             torchrun.run(parsed)

@@ -11,6 +11,8 @@ module holds what belongs to the run as a whole.  Mixed precision is
 from __future__ import annotations
 
 import logging
+import math
+import os
 
 import torch
 from torch import nn
@@ -20,10 +22,70 @@ from . import gpu_defaults
 log = logging.getLogger("ebmkit")
 
 
-def apply_threads(threads: int | None) -> None:
-    """torch's CPU thread count (None: leave torch's default, one per core)."""
+# Forward FLOPs per batch of the energy from which a second thread paid on the
+# 2-core machine of docs/performance.md ("Threads"): below it, a chain's ops
+# are too small to split and the threads' hand-offs (and, on a shared machine,
+# their waits for a core) cost more than they save.  Measured with
+# `python -m benchmarks.threads`.
+PARALLEL_FLOPS = 8e9
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def forward_flops(energy: nn.Module, shape: tuple[int, ...], batch: int) -> int:
+    """FLOPs of one forward pass of ``energy`` over a batch (torch's own
+    flop counter; a few ms for the nets here).  0 when it cannot be counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        param = next(energy.parameters(), None)
+        x = torch.zeros(1, *shape, device=param.device if param is not None else "cpu")
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            energy(x)
+        return int(counter.get_total_flops()) * batch
+    except Exception:  # an energy the counter cannot trace: decide on the machine alone
+        return 0
+
+
+def choose_threads(flops_per_batch: int, *, cores: int | None = None, load: float | None = None) -> int:
+    """The thread count for ``threads = "auto"``: one thread per started
+    ``PARALLEL_FLOPS`` of work in a batch's forward pass (at least one), no
+    more than the cores, and no more than the cores the rest of the machine
+    leaves free (1-minute load average): oversubscribed threads wait for each
+    other at every op."""
+    cores = cores or usable_cores()
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    by_work = max(1, math.ceil(flops_per_batch / PARALLEL_FLOPS))
+    free = max(1, int(round(cores - load)))
+    return max(1, min(by_work, cores, free))
+
+
+def apply_threads(threads: int | str | None, *, energy: nn.Module | None = None, shape: tuple[int, ...] | None = None,
+                  batch: int = 1, device: torch.device | str = "cpu") -> int:
+    """Set torch's CPU thread count and return it.
+
+    An int is used as given; None leaves torch's default (one per core);
+    ``"auto"`` asks :func:`choose_threads` for CPU runs, unless the user
+    already chose through ``OMP_NUM_THREADS`` (then that stands).  GPU runs
+    keep torch's default: the CPU only feeds the device there."""
+    if threads == "auto":
+        if os.environ.get("OMP_NUM_THREADS") or torch.device(device).type != "cpu" or energy is None or shape is None:
+            return torch.get_num_threads()
+        threads = choose_threads(forward_flops(energy, tuple(shape), batch))
+        log.debug("performance.threads = auto: %d thread(s)", threads)
     if threads:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
 
 
 def apply_cudnn_benchmark(setting: bool | None, device: torch.device) -> None:

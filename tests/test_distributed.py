@@ -241,3 +241,18 @@ def test_ebmkit_train_num_processes_end_to_end(tmp_path, tiny):
     assert len(summaries) == 1 and json.loads(summaries[0])["iteration"] == 2  # printed by process 0 only
     assert "global batch 16 = 2 x 8 per process" in err
     assert [int(r["global_batch"]) for r in rows(tmp_path / "r")] == [2 * B, 2 * B]
+
+
+def test_launch_hands_the_command_its_own_options(monkeypatch):
+    """`ebmkit sample RUN --n 64 --num-processes 2` once failed: the launcher's parser read `--n=64`
+    as an abbreviation of its own options (--nnodes, --nproc-per-node, ...)."""
+    from torch.distributed import run as torchrun
+
+    from ebmkit import distributed
+
+    seen = []
+    monkeypatch.setattr(torchrun, "run", lambda parsed: seen.append(parsed))
+    assert distributed.launch(["sample", "runs/x", "--n=64", "--out=a.png"], 2) == 0
+    assert seen[0].training_script == "ebmkit" and seen[0].module
+    assert seen[0].training_script_args == ["sample", "runs/x", "--n=64", "--out=a.png"]
+    assert seen[0].nproc_per_node == "2"

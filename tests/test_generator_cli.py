@@ -34,7 +34,11 @@ def run(capsys, *argv):
 
 
 def png(path, rows, cols, side=8, pad=2):
-    """The PNG exists and is a rows x cols grid of side-pixel images (torchvision's padding)."""
+    """The PNG exists and is a rows x cols grid of side-pixel images, enlarged to a readable size
+    (8 px -> 32 px, nearest), with torchvision's padding."""
+    from ebmkit.images import grid_scale
+
+    side *= grid_scale(side)
     w, h = Image.open(path).size
     assert (w, h) == (cols * (side + pad) + pad, rows * (side + pad) + pad)
 

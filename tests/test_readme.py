@@ -8,7 +8,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_algorithm_1_example_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    code = blocks[0]
+    code = next(b for b in blocks if "sampler.run(energy, z)" in b)
     assert "for it in range(200)" in code
     monkeypatch.chdir(tmp_path)
     exec(compile(code.replace("range(200)", "range(2)"), "README.md", "exec"), {})

@@ -6,6 +6,7 @@
     ebmkit inpaint CHECKPOINT [--images test] [--mask centre:fraction=0.5] [--samples 4] [--out DIR]
     ebmkit cooperative-sample CHECKPOINT --out DIR [--steps K] [--record 0,5,10]
     ebmkit map RUN --starts data:500 [...]   (docs/landscape.md)
+    ebmkit export RUN DIR [--judge] [--command "..."]                         (a model folder that stands alone)
     ebmkit plugins [--kind KIND]
     ebmkit presets
 
@@ -14,7 +15,8 @@ verbs: :mod:`~ebmkit.cli.train`, :mod:`~ebmkit.cli.generate` (every verb
 that draws from a trained model, through
 :class:`~ebmkit.generation.generator.ShortRunGenerator`),
 :mod:`~ebmkit.cli.inpaint`, :mod:`~ebmkit.cli.cooperative`,
-:mod:`~ebmkit.cli.info`.
+:mod:`~ebmkit.cli.share` (``export``), :mod:`~ebmkit.cli.info`.  Inference
+verbs write under the model's run folder unless given ``--out``.
 
 Errors meant for the user (bad config, missing data, corrupt checkpoint...)
 print one message and exit with status 2; no traceback.
@@ -35,6 +37,7 @@ from . import generate  # noqa: F401
 from . import inpaint  # noqa: F401
 from . import cooperative  # noqa: F401
 from . import mapping  # noqa: F401
+from . import share  # noqa: F401
 from . import info  # noqa: F401
 from .commands import COMMANDS, build_parser, command_argv, subparser
 from .options import one_line

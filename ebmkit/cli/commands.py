@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .options import Parser
+from .options import Parser, count
 
 Arguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -44,17 +44,55 @@ def command(name: str, *, help: str, arguments: Arguments) -> Callable[[Run], Ru
     return register
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless that is nothing (None, False) or the help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and "default" not in text
+                and action.nargs != 0):
+            shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else "%(default)s"
+            text += f" (default: {shown})"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="ebmkit", description="Energy-based models with short-run MCMC.")
-    sub = p.add_subparsers(dest="command", required=True)
+    from .. import __version__
+
+    p = Parser(prog="ebmkit", description="Energy-based models with short-run MCMC.", formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=f"ebmkit {__version__} (distribution shortrun-ebm)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     for c in COMMANDS.values():
-        c.arguments(sub.add_parser(c.name, help=c.help))
+        c.arguments(sub.add_parser(c.name, help=c.help, description=c.help, formatter_class=HelpFormatter))
     return p
 
 
 def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     """The parser of the verb ``name`` inside ``parser`` (from :func:`build_parser`)."""
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+
+def add_output_options(p: argparse.ArgumentParser, verb: str, *, what: str = "output folder") -> None:
+    """``--out`` (default: under the model's run folder) and ``--scale`` for a verb that writes figures."""
+    p.add_argument("--out", default=None, help=f"{what} (default: RUN/{verb}/ in the model's run folder; runs/NAME/{verb}/ "
+                                               "for a shipped model)")
+    p.add_argument("--scale", type=count(0), default=0, metavar="N",
+                   help="enlarge each image in the figures N times (nearest); 0: small images grow to at least 32 px")
+
+
+def output_folder(args: argparse.Namespace, checkpoint_path, verb: str):
+    """``--out`` as given, else RUN/<verb>/ (:func:`ebmkit.checkpoint.run_folder`); stored back in ``args.out``."""
+    from pathlib import Path
+
+    from ..checkpoint import run_folder
+
+    if not args.out:
+        args.out = str(run_folder(checkpoint_path) / verb)
+    return Path(args.out)
+
+
+CHECKPOINT_HELP = ("a run folder (its newest checkpoint), a checkpoint folder, a folder written by `ebmkit export`, "
+                   "or the name of a model shipped with ebmkit (e.g. digits)")
 
 
 def command_argv(args: argparse.Namespace, name: str) -> list[str]:
@@ -97,3 +135,11 @@ def relaunch(args: argparse.Namespace, name: str) -> int | None:
     if not n or n == 1 or distributed.launched():
         return None
     return distributed.launch(command_argv(args, name), n)
+
+
+def model_threads(exp, device, batch: int = 256) -> int:
+    """``performance.threads`` of the model's config (auto: from its size and the free cores) for an inference verb,
+    as the trainer does for training."""
+    from ..performance import apply_threads
+
+    return apply_threads(exp.config.performance.threads, energy=exp.energy, shape=exp.shape, batch=batch, device=device)

@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, DataError
-from .commands import command, relaunch
+from .commands import CHECKPOINT_HELP, add_output_options, command, model_threads, output_folder, relaunch
 from .options import count, device, number
 
 if TYPE_CHECKING:  # torch loads only when a command runs, so `ebmkit --help` stays quick
     from torch import Tensor
 
 
-def _common(p: argparse.ArgumentParser, out: str) -> None:
-    p.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
-    p.add_argument("--out", default=out, help=f"output folder (default: {out})")
-    p.add_argument("--seed", type=count(0), default=0)
+def _common(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    add_output_options(p, verb)
+    p.add_argument("--seed", type=count(0), default=0, help="seeds the chain starts and the chains' noise")
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1 ...")
 
 
@@ -35,54 +35,57 @@ def _images(p: argparse.ArgumentParser, n: int) -> None:
     p.add_argument("--n", type=count(1), default=n, help="how many images")
     p.add_argument("--images", help=".pt / .npy / .npz file of (N, C, H, W) images in [-1, 1] "
                                     "(default: a seeded random pick from the checkpoint's dataset, --split)")
-    p.add_argument("--split", default="test", choices=["train", "test"], help="dataset split to pick from (default: test)")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="dataset split to pick from")
 
 
 def _sample_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("checkpoint", help="checkpoint folder or run folder (newest checkpoint)")
-    s.add_argument("--n", type=count(1), default=64)
-    s.add_argument("--out", default="samples.png")
-    s.add_argument("--steps", type=count(0), default=None, help="override K")
-    s.add_argument("--seed", type=count(0), default=0)
+    s.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    s.add_argument("--n", type=count(1), default=64, help="how many samples")
+    s.add_argument("--out", default=None, help="a .png grid, or a .pt file of the samples themselves (default: "
+                                               "RUN/sample/samples.png in the model's run folder)")
+    s.add_argument("--scale", type=count(0), default=0, metavar="N",
+                   help="enlarge each image in the grid N times (nearest); 0: small images grow to at least 32 px")
+    s.add_argument("--steps", type=count(0), default=None, help="override K, the chain length (default: the trained K)")
+    s.add_argument("--seed", type=count(0), default=0, help="batch j of the chains is seeded from (seed, j)")
     s.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1...; with several processes each uses its own GPU")
     s.add_argument("--batch-size", type=count(1), default=256, help="chains run at once per process")
     s.add_argument("--num-processes", type=count(1), metavar="N", help="split the n samples across N processes")
 
 
 def _generate_arguments(g: argparse.ArgumentParser) -> None:
-    _common(g, "generated")
+    _common(g, "generate")
     g.add_argument("--n", type=count(1), default=64, help="samples in the grid")
-    g.add_argument("--steps", type=count(0), default=None, help="override K for the samples")
+    g.add_argument("--steps", type=count(0), default=None, help="override K for the samples (default: the trained K)")
     g.add_argument("--chains", type=count(1), default=8, help="chains in the transition strip (one per row)")
     g.add_argument("--transition-steps", type=count(0), nargs="+", default=None, metavar="K",
                    help="steps shown in the strip (default: 8 from 0 to K)")
-    g.add_argument("--batch-size", type=count(1), default=256)
+    g.add_argument("--batch-size", type=count(1), default=256, help="chains run at once")
 
 
 def _interpolate_arguments(i: argparse.ArgumentParser) -> None:
-    _common(i, "interpolation")
+    _common(i, "interpolate")
     i.add_argument("--pairs", type=count(1), default=6, help="pairs (rows of the grid)")
     i.add_argument("--points", type=count(1), default=9, help="rho grid points from 1 (z1) to 0 (z2)")
-    i.add_argument("--rhos", type=number(0, 1), nargs="+", default=None, help="explicit rho grid in [0, 1] (overrides --points)")
+    i.add_argument("--rhos", type=number(0, 1), nargs="+", default=None, help="explicit rho grid (overrides --points)")
     i.add_argument("--fixed-noise", action="store_true", help="also interpolate with the Langevin noise held fixed")
 
 
 def _reconstruct_arguments(r: argparse.ArgumentParser) -> None:
-    _common(r, "reconstruction")
+    _common(r, "reconstruct")
     _images(r, 64)
     r.add_argument("--iterations", type=count(1), default=200, help="optimiser steps (the paper: 200)")
-    r.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    r.add_argument("--lr", type=number(0, above=True), default=0.05)
+    r.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimiser for z")
+    r.add_argument("--lr", type=number(0, above=True), default=0.05, help="its learning rate")
     r.add_argument("--infer-noise", action="store_true", help="also fit the per-step Langevin noise")
     r.add_argument("--noise-prior", type=number(0), default=1.0, help="weight of the N(0, I) prior on inferred noise")
     r.add_argument("--checkpoint-every", type=count(0), default=0,
                    help="gradient checkpointing: steps per recomputed segment (0: off, 1: least memory)")
-    r.add_argument("--batch-size", type=count(1), default=64)
+    r.add_argument("--batch-size", type=count(1), default=64, help="images reconstructed at once")
     r.add_argument("--show", type=count(1), default=8, help="images in the reconstruction-path figure")
 
 
 def _super_resolve_arguments(s: argparse.ArgumentParser) -> None:
-    _common(s, "super-resolution")
+    _common(s, "super-resolve")
     _images(s, 8)
     s.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1, 2], help="one output per seed and image")
 
@@ -93,7 +96,9 @@ def _super_resolve_arguments(s: argparse.ArgumentParser) -> None:
 def _generator(args: argparse.Namespace):
     from ..generation.generator import ShortRunGenerator
 
-    return ShortRunGenerator.from_checkpoint(args.checkpoint, device=args.device)
+    gen = ShortRunGenerator.from_checkpoint(args.checkpoint, device=args.device)
+    model_threads(gen.experiment, args.device, getattr(args, "batch_size", 64))
+    return gen
 
 
 def _positive(**values: int) -> None:
@@ -181,18 +186,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} is a folder; give a file name such as grid.png (or samples.pt)")
     state = PartialState(cpu=args.device == "cpu")
     device = torch.device(args.device) if state.num_processes == 1 else state.device
+    from ..checkpoint import run_folder
+    from ..generation.generator import progress_bar
+
     gen = ShortRunGenerator.from_checkpoint(args.checkpoint, device=device)
+    model_threads(gen.experiment, device, args.batch_size)
+    target = Path(args.out) if args.out else run_folder(gen.experiment.checkpoint.path) / "sample" / "samples.png"
+    batches = -(-args.n // args.batch_size)
+    bar = progress_bar(range(-(-batches // state.num_processes)), state.is_main_process, "sample", unit="batch")
+
+    def draw(start: int, stop: int):
+        x = gen.draw(stop - start, steps=args.steps)
+        bar.update(1)  # this process's batches
+        return x
+
     # Batches split across processes; batch j seeded from (seed, j): the same samples on any process count.
-    x = map_batches(lambda start, stop: gen.draw(stop - start, steps=args.steps), args.n, args.batch_size, seed=args.seed,
-                    state=state)
+    x = map_batches(draw, args.n, args.batch_size, seed=args.seed, state=state)
+    bar.close()
     if not state.is_main_process:
         return 0
-    if len(gen.shape) != 3 or Path(args.out).suffix == ".pt":
-        out = Path(args.out).with_suffix(".pt")
+    if len(gen.shape) != 3 or target.suffix == ".pt":
+        out = target.with_suffix(".pt")
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(x.cpu(), out)
     else:
-        out = save_grid(x, args.out)
+        out = save_grid(x, target, scale=args.scale or None)
     ckpt = gen.experiment.checkpoint
     print(json.dumps({"checkpoint": str(ckpt.path), "iteration": ckpt.iteration, "n": args.n,
                       "processes": state.num_processes, "out": str(out)}))
@@ -207,14 +225,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     _positive(n=args.n, chains=args.chains, batch_size=args.batch_size)
     gen = _generator(args)
-    out = Path(args.out)
-    x = gen.generate(args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps)
+    out = output_folder(args, gen.experiment.checkpoint.path, "generate")
+    x = gen.generate(args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps, progress=True)
     steps, strip = gen.transition(args.chains, steps=args.transition_steps, seed=args.seed)
     with torch.no_grad():
         energy = gen.energy(x.to(gen.device)).mean().item()
         strip_energy = [gen.energy(strip[:, j].to(gen.device)).mean().item() for j in range(len(steps))]
-    save_grid(x, out / "samples.png")
-    save_rows(list(strip), out / "transition.png")
+    save_grid(x, out / "samples.png", scale=args.scale or None)
+    save_rows(list(strip), out / "transition.png", scale=args.scale or None)
     return _finish(args, "generate", gen, {
         "n": args.n, "steps": args.steps or gen.steps, "mean_energy": energy,
         "transition_steps": list(steps), "transition_mean_energy": strip_energy,
@@ -230,7 +248,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     _positive(pairs=args.pairs, points=args.points)
     rhos = args.rhos if args.rhos else [1.0 - j / max(1, args.points - 1) for j in range(args.points)]
     gen = _generator(args)
-    out = Path(args.out)
+    out = output_folder(args, gen.experiment.checkpoint.path, "interpolate")
     z1 = gen.sample_z(args.pairs, seed=args.seed)
     z2 = gen.sample_z(args.pairs, seed=args.seed + 1)
     results = {}
@@ -246,7 +264,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         with torch.no_grad():
             energies = [gen.energy(row).mean().item() for row in path]
         name = "interpolation.png" if noise is None else "interpolation-fixed-noise.png"
-        save_rows(list(path.transpose(0, 1)), out / name)
+        save_rows(list(path.transpose(0, 1)), out / name, scale=args.scale or None)
         figures[label] = str(out / name)
         results[label] = {"endpoint_max_abs_diff": ends, "mean_energy_per_rho": energies}
     return _finish(args, "interpolate", gen, {"pairs": args.pairs, "rhos": rhos, **results, "files": figures})
@@ -268,7 +286,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     _positive(n=args.n, batch_size=args.batch_size)
     gen = _generator(args)
-    out = Path(args.out)
+    out = output_folder(args, gen.experiment.checkpoint.path, "reconstruct")
+    from ..config import quick_cap
+
+    args.iterations = min(args.iterations, quick_cap() or args.iterations)  # documentation examples under test
     params = validated(ReconstructParams, {
         "iterations": args.iterations, "optimizer": args.optimizer, "lr": args.lr, "infer_noise": args.infer_noise,
         "noise_prior": args.noise_prior, "checkpoint_every": args.checkpoint_every,
@@ -277,9 +298,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     x, source = _pick_images(args, gen)
     x = gen._check_images(x)
     parts, curves, seconds, path = [], [], 0.0, None
-    for start in range(0, x.shape[0], args.batch_size):
+    batches = -(-x.shape[0] // args.batch_size)
+    for j, start in enumerate(range(0, x.shape[0], args.batch_size)):
         batch = x[start:start + args.batch_size]
-        rec = gen.reconstruct(batch, **params.model_dump())
+        rec = gen.reconstruct(batch, progress=f"reconstruct {j + 1}/{batches}", **params.model_dump())
         parts.append(rec.x.cpu())
         curves.append((batch.shape[0], rec.losses))
         seconds += rec.seconds
@@ -297,7 +319,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     show = max(1, min(args.show, path[params.iterations].shape[0]))
     its = sorted(path)
     # One row per image: the observed x, then M(z_t) along the optimisation (the paper's Figure 7).
-    save_rows(_rows(x[:show], *[path[t][:show] for t in its]), out / "reconstruction.png")
+    save_rows(_rows(x[:show], *[path[t][:show] for t in its]), out / "reconstruction.png", scale=args.scale or None)
     return _finish(args, "reconstruct", gen, {
         "images": source, "n": n, "mse_per_pixel": q["mse"], "mse_per_pixel_01_scale": q["mse"] / 4, "psnr": q["psnr"],
         "ssim": q["ssim"], "mean_image_baseline": baseline, "params": params.model_dump(mode="json"),
@@ -316,7 +338,7 @@ def cmd_super_resolve(args: argparse.Namespace) -> int:
     if not args.seeds:
         raise ConfigError("--seeds needs at least one seed")
     gen = _generator(args)
-    out = Path(args.out)
+    out = output_folder(args, gen.experiment.checkpoint.path, "super-resolve")
     x, source = _pick_images(args, gen)
     full = gen.to_full_size(x)
     ups = gen.super_resolve(full, seeds=args.seeds).cpu()  # (S, N, *shape)
@@ -335,7 +357,7 @@ def cmd_super_resolve(args: argparse.Namespace) -> int:
             bicubic = F.interpolate(low, size=gen.shape[1:], mode="bicubic", align_corners=False).clamp(-1, 1)
             numbers["mse_per_pixel_bicubic"] = (bicubic - x).pow(2).mean().item()
     columns = [start, *ups] + ([x] if tuple(x.shape[1:]) == gen.shape else [])
-    save_rows(_rows(*columns), out / "super-resolution.png")
+    save_rows(_rows(*columns), out / "super-resolution.png", scale=args.scale or None)
     numbers["files"] = {"grid": str(out / "super-resolution.png")}
     numbers["columns"] = ["start (low resolution, full size)", *[f"seed {s}" for s in args.seeds]] + (
         ["original"] if tuple(x.shape[1:]) == gen.shape else [])

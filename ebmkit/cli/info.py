@@ -8,13 +8,13 @@ import warnings
 from importlib import resources
 
 from .commands import command
-from .train import preset_names
+from ..presets import preset_names
 
 
 def _plugins_arguments(p: argparse.ArgumentParser) -> None:
     from ..interfaces import KINDS
 
-    p.add_argument("--kind", choices=[k.name for k in KINDS])
+    p.add_argument("--kind", choices=[k.name for k in KINDS], help="only this kind of component (default: every kind)")
 
 
 @command("plugins", help="list every registered component and its source", arguments=_plugins_arguments)
@@ -39,8 +39,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 @command("presets", help="list the shipped preset configs", arguments=lambda p: None)
 def cmd_presets(args: argparse.Namespace) -> int:
-    for name in preset_names():
+    names = preset_names()
+    width = max(map(len, names), default=0)  # one column for the descriptions, however long a name
+    for name in names:
         text = (resources.files("ebmkit.presets") / f"{name}.toml").read_text()
         first = text.splitlines()[0].lstrip("# ") if text else ""
-        print(f"{name:28s} {first}")
+        print(f"{name.ljust(width)}  {first}")
     return 0

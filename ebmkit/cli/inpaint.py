@@ -6,12 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from .commands import command
+from .commands import CHECKPOINT_HELP, add_output_options, command, model_threads, output_folder
 from .options import count, device
 
 
 def _arguments(i: argparse.ArgumentParser) -> None:
-    i.add_argument("checkpoint", help="checkpoint folder or run folder of a conditional model (docs/conditional.md)")
+    i.add_argument("checkpoint", help=CHECKPOINT_HELP + "; a conditional model (docs/conditional.md)")
     i.add_argument("--images", default="test", help="'test' or 'train' (the checkpoint's dataset), a folder of images, "
                                                     "or a .npy / .pt array (N, C, H, W) in [-1, 1]")
     i.add_argument("--mask", help="mask generator NAME[:key=value,...] (e.g. centre:fraction=0.5, half:side=left; "
@@ -20,10 +20,10 @@ def _arguments(i: argparse.ArgumentParser) -> None:
     i.add_argument("--n", type=count(1), default=256, help="images to inpaint (the first N)")
     i.add_argument("--samples", type=count(1), default=4, help="completions per image")
     i.add_argument("--show", type=count(0), default=8, help="images in the PNG strip")
-    i.add_argument("--steps", type=count(0), default=None, help="override K")
+    i.add_argument("--steps", type=count(0), default=None, help="override K, the chain length (default: the trained K)")
     i.add_argument("--seed", type=count(0), default=0, help="seeds the masks and the chains")
-    i.add_argument("--device", type=device, default="cpu")
-    i.add_argument("--out", default="inpaint", help="folder for inpaint.png and scores.json")
+    i.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:1 ...")
+    add_output_options(i, "inpaint", what="folder for inpaint.png and scores.json")
     i.add_argument("--no-baselines", action="store_true",
                    help="skip mean and nearest-neighbour fill (they read the whole training set)")
 
@@ -40,6 +40,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     generator = _mask_generator(args.mask)  # a bad --mask fails before anything is loaded
     exp = load_trained(args.checkpoint, device=args.device, with_data=True)
+    model_threads(exp, args.device)
     if len(exp.shape) != 3:
         raise ConfigError(f"inpainting needs an image model; this checkpoint's data has shape {exp.shape}")
     images = _inpaint_images(args.images, exp)[: args.n].to(args.device)
@@ -55,12 +56,12 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         train = torch.stack([exp.dataset[i] for i in range(len(exp.dataset))]).to(args.device)
         scores["mean_fill"] = inpainting_scores(images, mean_fill(train, images, missing), missing)
         scores["nearest_fill"] = inpainting_scores(images, nearest_fill(train, images, missing), missing)
-    out = Path(args.out)
+    out = output_folder(args, exp.checkpoint.path, "inpaint")
     out.mkdir(parents=True, exist_ok=True)
     show = min(args.show, images.shape[0])
     rows = [torch.cat([masked_view(images[i : i + 1], missing[i : i + 1]), *((starts[:1, i],) if learnt else ()),
                        filled[:, i], images[i : i + 1]]) for i in range(show)]
-    strip = save_rows(rows, out / "inpaint.png") if rows else None
+    strip = save_rows(rows, out / "inpaint.png", scale=args.scale or None) if rows else None
     summary = {"checkpoint": str(exp.checkpoint.path), "iteration": exp.checkpoint.iteration, "images": args.images,
                "n": int(images.shape[0]), "mask": args.mask or "(the checkpoint's)", "samples": args.samples,
                "missing_fraction": float(missing.float().mean()), "scores": scores,

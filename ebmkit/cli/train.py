@@ -4,27 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from importlib import resources
-from pathlib import Path
 
+from ..presets import preset_names, resolve_config_path  # noqa: F401 (also cli's public names)
 from .commands import command, command_argv, relaunch
 from .options import count, resume_command
-
-
-def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("ebmkit.presets").iterdir() if p.name.endswith(".toml"))
-
-
-def resolve_config_path(name: str) -> Path:
-    """A path to a config file, or the name of a shipped preset."""
-    path = Path(name)
-    if path.exists() or path.suffix:
-        return path
-    if name in preset_names():
-        return Path(str(resources.files("ebmkit.presets") / f"{name}.toml"))
-    from ..errors import ConfigError, suggest
-
-    raise ConfigError(f"no config file '{name}' and no preset of that name{suggest(name, preset_names())}; presets: {', '.join(preset_names())}")
 
 
 def _arguments(t: argparse.ArgumentParser) -> None:

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..conditional import batch_condition, bound
+from ..config import quick_cap
 from ..data import random_batch
 from ..errors import ConfigError, DataError, validated
 from ..interfaces import InitialDistribution, Params, SampleResult, Sampler
@@ -79,6 +80,13 @@ class Reconstruction:
     losses: list[float]
     path: dict[int, Tensor] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+def progress_bar(items, enabled: bool | str, desc: str, **kwargs: Any):
+    """``items`` wrapped in a tqdm bar on stderr when ``enabled`` (gone when done), else a bar that shows nothing."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True, **kwargs)
 
 
 def interpolation_weights(rhos: Sequence[float]) -> list[tuple[float, float]]:
@@ -220,15 +228,16 @@ class ShortRunGenerator:
 
     # -- 1. synthesis ----------------------------------------------------------------------
     def generate(self, n: int, *, seed: int | None = 0, batch_size: int = 256, steps: int | None = None,
-                 data: Tensor | None = None) -> Tensor:
-        """n samples x = M(z) of the trained chain (with its noise), z ~ p0."""
+                 data: Tensor | None = None, progress: bool = False) -> Tensor:
+        """n samples x = M(z) of the trained chain (with its noise), z ~ p0.
+        ``progress``: a progress bar over the batches (stderr)."""
         if n < 1 or batch_size < 1:
             raise ConfigError(f"n and batch_size must be positive, got {n} and {batch_size}")
         if self.initializer.needs_data and data is None:
             data = self.data_batch(n, seed=0 if seed is None else seed)
         parts = []
         with seeded(seed, self.device):
-            for start in range(0, n, batch_size):
+            for start in progress_bar(range(0, n, batch_size), progress, "generate", unit="batch"):
                 m = min(batch_size, n - start)
                 chunk = None if data is None else data[start:start + m].to(self.device)
                 parts.append(self.draw(m, steps=steps, data=chunk))
@@ -266,7 +275,7 @@ class ShortRunGenerator:
         return torch.stack(rows).detach()
 
     # -- 3. reconstruction ----------------------------------------------------------------
-    def reconstruct(self, x: Tensor, **params: Any) -> Reconstruction:
+    def reconstruct(self, x: Tensor, *, progress: bool | str = False, **params: Any) -> Reconstruction:
         """Fit z (and optionally the per-step noise) so that M(z) matches x.
 
         Minimises sum_i ||x_i - M(z_i; e_i)||^2 (+ noise_prior * 0.5*||e||^2)
@@ -274,9 +283,13 @@ class ShortRunGenerator:
         :class:`ReconstructParams` (``iterations=200``, ``optimizer="adam"``,
         ``lr``, ``infer_noise``, ``checkpoint_every``, ``record``, ``seed``).
         z starts from p0; an initializer that reads data (``lowres``) starts
-        it from x itself, as in training.
+        it from x itself, as in training.  ``progress``: a progress bar over
+        the iterations (a string labels it).
         """
         p = validated(ReconstructParams, params, heading="bad reconstruct parameters", prefix="reconstruct")
+        cap = quick_cap()  # documentation examples under test run a few steps
+        if cap is not None and p.iterations > cap:
+            p = p.model_copy(update={"iterations": cap})
         x = self._check_images(x).to(self.device)
         k = self.steps
         z = self.sample_z(x.shape[0], seed=p.seed, data=x if self.initializer.needs_data else None)
@@ -293,10 +306,14 @@ class ShortRunGenerator:
         losses: list[float] = []
         start = time.perf_counter()
         with frozen(self.energy):
-            for it in range(p.iterations):
+            bar = progress_bar(range(p.iterations), progress, progress if isinstance(progress, str) else "reconstruct",
+                               unit="it")
+            for it in bar:
                 x_hat = self.map(z, noise, keep_graph=True, checkpoint_every=p.checkpoint_every)
                 sq = (x_hat - x).pow(2)
                 losses.append(sq.mean().item())
+                if it % 10 == 0:
+                    bar.set_postfix({"mse": f"{losses[-1]:.4g}"}, refresh=False)
                 if it in record:
                     path[it] = x_hat.detach().clone()
                 loss = sq.flatten(1).sum(1).sum()

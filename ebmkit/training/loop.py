@@ -28,7 +28,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from .. import distributed, performance, run_state
+from .. import distributed, performance, run_state, tracking
 from ..chain_acceleration import ChainSettings, chain_settings
 from ..checkpoint import Checkpoint, atomic_write, find_checkpoint, list_checkpoints, recover_interrupted
 from ..conditional import batch_condition, bound
@@ -63,14 +63,15 @@ def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def make_accelerator(cfg: ExperimentConfig) -> Accelerator:
+def make_accelerator(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Accelerator:
     t = cfg.training
     if t.device == "cuda":  # accelerate would quietly fall back to the CPU
         from ..devices import check_device
 
         check_device("cuda", what="training.device")
     use_cpu = t.device == "cpu" or (t.device == "auto" and not torch.cuda.is_available())
-    return Accelerator(cpu=use_cpu, mixed_precision=t.mixed_precision)
+    trackers = tracking.accelerator_kwargs(cfg.logging, run_dir or cfg.output.dir)  # [logging] trackers
+    return Accelerator(cpu=use_cpu, mixed_precision=t.mixed_precision, **trackers)
 
 
 class Trainer:
@@ -87,11 +88,12 @@ class Trainer:
                  callbacks: list[Callback] | None = None):
         self.experiment = experiment
         self.config = cfg = experiment.config
-        performance.apply_threads(cfg.performance.threads)
         self.chain_settings = ChainSettings.from_config(cfg.performance)
-        self.accelerator = accelerator or make_accelerator(cfg)
-        performance.apply_cudnn_benchmark(cfg.performance.cudnn_benchmark, self.accelerator.device)
         self.run_dir = Path(run_dir or cfg.output.dir)
+        self.accelerator = accelerator or make_accelerator(cfg, self.run_dir)
+        self.threads = performance.apply_threads(cfg.performance.threads, energy=experiment.energy, shape=experiment.shape,
+                                                 batch=cfg.training.batch_size, device=self.accelerator.device)
+        performance.apply_cudnn_benchmark(cfg.performance.cudnn_benchmark, self.accelerator.device)
         self.sampler = experiment.sampler
         self.objective = experiment.objective
         if not any(p.requires_grad for p in experiment.energy.parameters()):
@@ -118,8 +120,10 @@ class Trainer:
         # The one writer of the learning rate: configured x the guard's factor x the schedule.
         self.learning_rate = LearningRate(self.optimizer, cfg.optimizer.effective_schedule(), cfg.training.iterations)
         self._checkpoint_iteration: int | None = None  # iteration of the last checkpoint saved or loaded
-        # [evaluation] first, so that the callbacks after it see its numbers in the logs
+        # [evaluation] first, so that the callbacks after it (tracking) see its numbers in the logs
         self.callbacks = ([QualityEvaluation(cfg.evaluation)] if cfg.evaluation.every else []) + list(callbacks or [])
+        if cfg.logging.trackers and not any(isinstance(cb, tracking.Tracking) for cb in self.callbacks):
+            self.callbacks.append(tracking.Tracking(cfg.logging))
         self.iteration = 0
         self.is_main = self.accelerator.is_main_process
         self.metrics = MetricsLog(self.run_dir / "metrics.csv", enabled=self.is_main)
@@ -270,7 +274,10 @@ class Trainer:
                 atomic_write(self.run_dir / "config.json", cfg.model_dump_json(indent=1).encode())
             self.metrics.truncate_after(self.iteration)
             tqdm.write("ebmkit: " + distributed.describe(self.accelerator, t.batch_size, self.base_lrs[0], cfg.optimizer.lr,
-                                                       cfg.optimizer.scale_lr), file=sys.stderr)
+                                                       cfg.optimizer.scale_lr)
+                       + (f"; {self.threads} CPU thread{'s' if self.threads > 1 else ''}"
+                          + (" (auto)" if cfg.performance.threads == "auto" else "")
+                          if self.accelerator.device.type == "cpu" else ""), file=sys.stderr)
         batches = self.batches()
         bar = tqdm(total=t.iterations, initial=self.iteration, disable=not (t.progress and self.is_main), desc="train",
                    dynamic_ncols=True)
@@ -403,7 +410,10 @@ class Trainer:
         finally:
             self.initializer.train(was_training)
         with writing(self.run_dir / "samples" / name):
-            return save_grid(samples, self.run_dir / "samples" / name)
+            path = save_grid(samples, self.run_dir / "samples" / name, scale=self.config.output.grid_scale or None)
+        for cb in self.callbacks:
+            cb.on_samples(self, samples, path)
+        return path
 
     # -- checkpoints -------------------------------------------------------------------
     def _parts(self) -> run_state.RunParts:
