@@ -118,6 +118,8 @@ def _cases(ws: Path) -> list[tuple[str, list[str], str]]:
         ("train: a missing config file", ["train", o("nosuch.toml")], f"config file not found: {o('nosuch.toml')}"),
         ("train: batch larger than the dataset", ["train", o("big-batch.json")],
          "batch size 16 x 1 process(es) is larger than the dataset (9 items)"),
+        ("train: --resume with a batch larger than the dataset", ["train", c, "--resume", "--set", "training.batch_size=5000"],
+         "batch size 5000 x 1 process(es) is larger than the dataset"),  # the run's metrics.csv and config.json untouched
         ("train: an energy with no parameters", ["train", o("noparam.json")],
          "energy 'test-constant' has no trainable parameters"),
         ("train: NaN in item 299", ["train", o("nan.json")],
