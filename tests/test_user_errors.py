@@ -165,6 +165,10 @@ def _cases(ws: Path) -> list[tuple[str, list[str], str]]:
          "argument --points: must be at least 2, got 1"),
         ("cooperative-sample: negative --steps", ["cooperative-sample", run, "--steps", "-1", "--out", o("cs")],
          "argument --steps: must be at least 0, got -1"),
+        # -- map ------------------------------------------------------------------------------
+        ("map: negative --show", ["map", run, "--show", "-1", "--out", o("m")], "argument --show: must be at least 0, got -1"),
+        ("map: --device banana", ["map", run, "--device", "banana", "--out", o("m")], "'banana' is not a device"),
+        ("map: bad --starts", ["map", run, "--starts", "nowhere:5", "--out", o("m")], "--starts"),
         # -- plugins, presets, benchmarks ---------------------------------------------------
         ("plugins: unknown kind", ["plugins", "--kind", "bogus"], "argument --kind: invalid choice: 'bogus'"),
         ("presets: stray argument", ["presets", "extra"], "ebmkit presets: error: unrecognized arguments: extra"),
