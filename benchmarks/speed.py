@@ -67,7 +67,9 @@ class SpeedSettings(BaseModel):
     @field_validator("nf", mode="before")
     @classmethod
     def _comma_separated(cls, v: Any) -> Any:
-        return tuple(int(w) for w in v.split(",")) if isinstance(v, str) else v
+        if isinstance(v, str):
+            return tuple(int(w) for w in v.split(","))
+        return tuple(v) if isinstance(v, list) else v  # validated strictly after this: a list is not a tuple
 
     @classmethod
     def quick(cls) -> "SpeedSettings":

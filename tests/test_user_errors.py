@@ -118,6 +118,8 @@ def _cases(ws: Path) -> list[tuple[str, list[str], str]]:
         ("train: a missing config file", ["train", o("nosuch.toml")], f"config file not found: {o('nosuch.toml')}"),
         ("train: batch larger than the dataset", ["train", o("big-batch.json")],
          "batch size 16 x 1 process(es) is larger than the dataset (9 items)"),
+        ("train: --resume with a batch larger than the dataset", ["train", c, "--resume", "--set", "training.batch_size=5000"],
+         "batch size 5000 x 1 process(es) is larger than the dataset"),  # the run's metrics.csv and config.json untouched
         ("train: an energy with no parameters", ["train", o("noparam.json")],
          "energy 'test-constant' has no trainable parameters"),
         ("train: NaN in item 299", ["train", o("nan.json")],
@@ -163,6 +165,10 @@ def _cases(ws: Path) -> list[tuple[str, list[str], str]]:
          "argument --points: must be at least 2, got 1"),
         ("cooperative-sample: negative --steps", ["cooperative-sample", run, "--steps", "-1", "--out", o("cs")],
          "argument --steps: must be at least 0, got -1"),
+        # -- map ------------------------------------------------------------------------------
+        ("map: negative --show", ["map", run, "--show", "-1", "--out", o("m")], "argument --show: must be at least 0, got -1"),
+        ("map: --device banana", ["map", run, "--device", "banana", "--out", o("m")], "'banana' is not a device"),
+        ("map: bad --starts", ["map", run, "--starts", "nowhere:5", "--out", o("m")], "--starts"),
         # -- plugins, presets, benchmarks ---------------------------------------------------
         ("plugins: unknown kind", ["plugins", "--kind", "bogus"], "argument --kind: invalid choice: 'bogus'"),
         ("presets: stray argument", ["presets", "extra"], "ebmkit presets: error: unrecognized arguments: extra"),
