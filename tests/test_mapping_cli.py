@@ -34,11 +34,11 @@ def call(capsys, *argv):
 
 def test_map_writes_every_file_and_scores_the_clustering(run_dir, tmp_path, capsys):
     out = tmp_path / "m"
-    code, stdout, err = call(capsys, "map", run_dir, "--starts", "data:16,noise:4", "--calibration-pairs", "4",
+    code, stdout, err = call(capsys, "map", run_dir, "--starts", "data:16,noise:4", "--starts", "samples:3", "--calibration-pairs", "4",
                              "--calibration-alphas", "0.01", "0.1", "1", "10", "--out", str(out), *FAST)
     assert code == 0, err
     res = json.loads(stdout.strip().splitlines()[-1])
-    assert res["starts"] == 20 and res["basins"] >= 1 and res["minima"] >= res["basins"]
+    assert res["starts"] == 23 and res["basins"] >= 1 and res["minima"] >= res["basins"]
     for name in ("minima.csv", "minima.json", "basins.csv", "barriers.csv", "assignments.csv", "graph.json",
                  "disconnectivity.png", "basins.png", "calibration.png", "clustering.json", "summary.json",
                  "progress.json", "state.safetensors"):
@@ -48,8 +48,8 @@ def test_map_writes_every_file_and_scores_the_clustering(run_dir, tmp_path, caps
     assert summary["alpha"] == pytest.approx(summary["calibration"]["alpha"])
     assert summary["settings"]["box"] == [-1.0, 1.0]  # images: the wall is on by default
     rows = list(csv.DictReader(open(out / "assignments.csv")))
-    assert len(rows) == 20
-    assert all(r["label"] != "" for r in rows if r["kind"] == "data") and all(r["label"] == "" for r in rows if r["kind"] == "noise")
+    assert len(rows) == 23 and [r["kind"] for r in rows] == ["data"] * 16 + ["noise"] * 4 + ["samples"] * 3
+    assert all(r["label"] != "" for r in rows if r["kind"] == "data") and all(r["label"] == "" for r in rows if r["kind"] != "data")
     clustering = json.loads((out / "clustering.json").read_text())
     assert clustering["starts_scored"] == 16
     for method in ("attraction_diffusion", "kmeans"):
