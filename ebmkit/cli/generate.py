@@ -182,7 +182,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..generation.generator import ShortRunGenerator
     from ..images import save_grid
 
-    if Path(args.out).is_dir():
+    if args.out and Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out} is a folder; give a file name such as grid.png (or samples.pt)")
     state = PartialState(cpu=args.device == "cpu")
     device = torch.device(args.device) if state.num_processes == 1 else state.device

@@ -72,7 +72,7 @@ def map_arguments(m: argparse.ArgumentParser) -> None:
     m.add_argument("--no-box", action="store_true", help="no wall, also for images")
     m.add_argument("--wall", type=float, help=f["wall"].description)
     m.add_argument("--show", type=int, default=64, help="start images in each basin's grid")
-    m.add_argument("--device", default="cpu")
+    m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     m.add_argument("--restart", action="store_true", help="discard a saved map in the output folder and start afresh")
     m.add_argument("--no-progress", action="store_true", help="no progress bars")
 
