@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import _pid_alive  # the same liveness test as interrupted checkpoint writes
 from .errors import CheckpointError, OutputError
 
 LOCK_FILE = ".lock"
@@ -203,16 +204,6 @@ class LockInfo:
         pid = data.get("pid")
         return cls(pid if isinstance(pid, int) else None, str(data.get("host", "?")), str(data.get("started", "")),
                    str(data.get("command", "")))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, but not ours to signal
-        return True
-    return True
 
 
 class RunLock:
