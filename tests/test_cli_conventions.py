@@ -11,19 +11,6 @@ import ebmkit
 from ebmkit.cli import main
 
 
-def _help(capsys, *argv) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main([*argv, "--help"])
-    assert exc.value.code == 0
-    return capsys.readouterr().out
-
-
-def _verbs(capsys) -> list[str]:
-    text = _help(capsys)
-    m = re.search(r"\{([a-z,-]+)\}", text)
-    return m.group(1).split(",")
-
-
 def test_version(capsys):
     assert main(["--version"]) == 0  # main turns argparse's exit into a status (issue 16)
     assert ebmkit.__version__ in capsys.readouterr().out

@@ -54,23 +54,29 @@ def map_arguments(m: argparse.ArgumentParser) -> None:
     from .settings import MapSettings
 
     f = MapSettings.model_fields
+
+    def described(name: str) -> str:  # the setting's description and its default, as every --help shows defaults
+        field = f[name]
+        default = field.default if field.default_factory is None else field.default_factory()
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{field.description} (default: {shown})" if default is not None else field.description
     m.add_argument("run", help="run folder or checkpoint folder (newest checkpoint)")
     m.add_argument("--starts", action="append", metavar="KIND:N",
                    help=f"where descent starts (repeatable, default data:500); kinds: {', '.join(START_KINDS)}")
     m.add_argument("--out", help="output folder (default: RUN/map)")
     m.add_argument("--alpha", type=float, help="magnetisation (default: calibrated to the metastable window)")
-    m.add_argument("--calibration-alphas", type=float, nargs="+", metavar="A", help=f["calibration_alphas"].description)
+    m.add_argument("--calibration-alphas", type=float, nargs="+", metavar="A", help=described("calibration_alphas"))
     for name, typ in (("temperature", float), ("delta", float), ("patience", int), ("max_steps", int),
                       ("check_every", int), ("step_size", float), ("noise", float), ("descent_steps", int),
                       ("descent_step_size", float), ("descent_tolerance", float), ("wave", int),
                       ("calibration_pairs", int), ("calibration_rate", float), ("batch_size", int), ("seed", int)):
-        m.add_argument("--" + name.replace("_", "-"), type=typ, help=f[name].description)
-    m.add_argument("--directions", choices=["both", "forward", "backward"], help=f["directions"].description)
-    m.add_argument("--barrier-ladder", type=float, nargs="+", metavar="M", help=f["barrier_ladder"].description)
+        m.add_argument("--" + name.replace("_", "-"), type=typ, help=described(name))
+    m.add_argument("--directions", choices=["both", "forward", "backward"], help=described("directions"))
+    m.add_argument("--barrier-ladder", type=float, nargs="+", metavar="M", help=described("barrier_ladder"))
     m.add_argument("--box", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="keep chains in [LOW, HIGH] with a quadratic wall (default for images: -1 1)")
     m.add_argument("--no-box", action="store_true", help="no wall, also for images")
-    m.add_argument("--wall", type=float, help=f["wall"].description)
+    m.add_argument("--wall", type=float, help=described("wall"))
     m.add_argument("--show", type=int, default=64, help="start images in each basin's grid")
     m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     m.add_argument("--restart", action="store_true", help="discard a saved map in the output folder and start afresh")
