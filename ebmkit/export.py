@@ -222,7 +222,8 @@ def model_card(name: str, state: dict[str, Any], gen, *, has_samples: bool) -> s
         names = {"energy_data": "mean energy of the data, last iteration", "energy_samples":
                  "mean energy of the samples, last iteration", "gap": "energy gap (d_st), last iteration",
                  "grad_norm": "parameter gradient norm, last iteration", "time": "training wall-clock (s)"}
-        lines += [f"| {names.get(k, k)} | {_fmt(v)} |" for k, v in shown.items() if k != "iteration"]
+        lines += [f"| {names.get(k, k.replace('eval_', '[evaluation], last time: ') if k.startswith('eval_') else k)} | "
+                  f"{_fmt(v)} |" for k, v in shown.items() if k != "iteration"]
     else:
         lines.append("(no metrics recorded)")
     if quality and "recognisable" in quality:

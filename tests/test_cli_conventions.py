@@ -96,5 +96,7 @@ def test_generate_digits_resolves_the_shipped_model(capsys, monkeypatch, tmp_pat
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "digits", "--n", "16", "--chains", "2"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert record["iteration"] == 2000
+    from ebmkit import pretrained
+
+    assert record["iteration"] == json.loads((pretrained.root() / "digits" / "state.json").read_text())["iteration"]
     assert (tmp_path / "runs" / "digits" / "generate" / "samples.png").is_file()
