@@ -80,6 +80,12 @@ def launch(args: list[str], num_processes: int, *, module: str = "ebmkit", max_r
     # Given after parsing: the launcher's parser would read the command's own
     # options as abbreviations of its own (`--n=64` -> "ambiguous option: --nnodes, ...").
     parsed.training_script_args = list(args)
+    import signal
+
+    # torch's launcher installs its own SIGINT / SIGTERM / ... handlers in this process and leaves them;
+    # put ours back, so that a caller in the same process (ebmkit.cli.main, a test) keeps its Ctrl-C handling.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None),
+                                                       getattr(signal, "SIGQUIT", None)) if sig is not None}
     try:
         with patch_environment(**env):
             torchrun.run(parsed)
@@ -88,6 +94,10 @@ def launch(args: list[str], num_processes: int, *, module: str = "ebmkit", max_r
         ranks = ", ".join(str(f.local_rank) for _, f in failures)
         print(f"ebmkit: process(es) {ranks} of {num_processes} failed (messages above)", file=sys.stderr)
         return next((f.exitcode for _, f in failures if f.exitcode > 0), 1)
+    finally:
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
     return 0
 
 

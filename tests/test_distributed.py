@@ -250,9 +250,18 @@ def test_launch_hands_the_command_its_own_options(monkeypatch):
 
     from ebmkit import distributed
 
+    import signal
+
     seen = []
-    monkeypatch.setattr(torchrun, "run", lambda parsed: seen.append(parsed))
+
+    def fake_run(parsed):  # as torch's launcher does: installs its own handlers and leaves them
+        seen.append(parsed)
+        signal.signal(signal.SIGINT, lambda *a: None)
+
+    monkeypatch.setattr(torchrun, "run", fake_run)
+    before = signal.getsignal(signal.SIGINT)
     assert distributed.launch(["sample", "runs/x", "--n=64", "--out=a.png"], 2) == 0
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's Ctrl-C handling is back
     assert seen[0].training_script == "ebmkit" and seen[0].module
     assert seen[0].training_script_args == ["sample", "runs/x", "--n=64", "--out=a.png"]
     assert seen[0].nproc_per_node == "2"
