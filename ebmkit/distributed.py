@@ -101,6 +101,21 @@ def launch(args: list[str], num_processes: int, *, module: str = "ebmkit", max_r
     return 0
 
 
+def leave_process_group(succeeded: bool) -> None:
+    """End this process's part in a launched run: wait for the others (after
+    a success), then destroy the process group.  Exiting with the group alive
+    let gloo's threads be torn down while a peer still talked to them, which
+    aborted a rank now and then ("terminate called without an active exception")."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    try:
+        if succeeded:  # a failed peer may never arrive: no barrier then
+            torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    except Exception:  # noqa: BLE001 -- teardown of a run that is over; its result stands
+        pass
+
+
 # -- seeds -----------------------------------------------------------------------------------
 
 
