@@ -16,11 +16,13 @@ CPU_PRESETS = ("digits-cpu", "mnist5k-cpu", "patches-cpu")
 SHORT = {"digits-cpu": [], "mnist5k-cpu": ["data.limit=300"], "patches-cpu": ["data.count=300"]}
 
 
-def test_every_shipped_image_set_has_a_cpu_preset_of_2000_iterations():
+def test_every_shipped_image_set_has_a_full_length_cpu_preset():
     assert set(CPU_PRESETS) <= set(preset_names())
     for name in CPU_PRESETS:
         cfg = load_config(resolve_config_path(name))
-        assert cfg.training.iterations >= 2000
+        # digits-cpu trains 1,500 iterations since its quality retune (the README's two-minute job);
+        # the others 2,000 or more (docs/recipes.md, docs/quality.md)
+        assert cfg.training.iterations >= (1500 if name == "digits-cpu" else 2000)
         assert cfg.training.device in ("auto", "cpu") and cfg.training.mixed_precision == "no"
 
 

@@ -174,7 +174,8 @@ class ClassifierJudge:
         feats, probs = self._features_and_probs(images)
         counts = np.bincount(probs.argmax(1), minlength=self.classes).astype(np.float64)
         share = counts[counts > 0] / counts.sum()
-        coverage = float(-(share * np.log(share)).sum() / math.log(self.classes))
+        # one class: every label is that class, so coverage is complete (and log(1) = 0 would divide by zero)
+        coverage = float(-(share * np.log(share)).sum() / math.log(self.classes)) if self.classes > 1 else 1.0
         with warnings.catch_warnings():
             # dead ReLU features make a covariance singular; clean-fid then offsets it, as it says
             warnings.filterwarnings("ignore", message="Matrix is singular")
