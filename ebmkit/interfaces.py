@@ -161,6 +161,13 @@ class InitialDistribution(nn.Module, Component):
         opt = getattr(self, "optimizer", None)
         return opt.state_dict() if isinstance(opt, torch.optim.Optimizer) else None
 
+    def blend(self, z1: Tensor, z2: Tensor, a: float, b: float) -> Tensor:
+        """The start ``a*z1 + b*z2`` that latent interpolation visits (the
+        generator calls it with a = rho, b = sqrt(1 - rho^2)).  This keeps a
+        centred gaussian p0 unchanged; an initializer centred elsewhere
+        (``fitted-gaussian``) blends about its centre instead."""
+        return a * z1 + b * z2
+
     def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`optimizer_state_dict` returned."""
         opt = getattr(self, "optimizer", None)

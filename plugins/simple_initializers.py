@@ -111,6 +111,12 @@ class FittedGaussianInit(InitialDistribution):
         data = torch.stack([torch.as_tensor(context.dataset[i]) for i in range(n)]).float()
         return cls.fit(data, params.rank, params.shrinkage, params.scale)
 
+    def blend(self, z1: Tensor, z2: Tensor, a: float, b: float) -> Tensor:
+        """a*z1 + b*z2 about the mean: with a^2 + b^2 = 1 the blend of two
+        draws is again a draw of N(mean, cov), as interpolation needs."""
+        mean = self.mean.reshape(1, *self.shape).to(z1)
+        return mean + a * (z1 - mean) + b * (z2 - mean)
+
     def sample(self, n: int, *, data: Tensor | None = None) -> Tensor:
         z = torch.randn(n, self.factor.shape[1], device=self.factor.device)
         return (self.mean + self.scale * z @ self.factor.T).reshape(n, *self.shape)

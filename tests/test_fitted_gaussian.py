@@ -61,3 +61,15 @@ def test_trains_from_config_and_its_fit_comes_back_from_a_checkpoint(tiny):
     exp = load_trained(cfg.output.dir)  # rebuilt without the dataset: the checkpoint's fit replaces the placeholders
     assert torch.equal(exp.initializer.factor, trainer.initializer.factor)
     assert torch.equal(exp.initializer.mean, trainer.initializer.mean)
+
+
+def test_interpolation_blends_about_the_mean_and_keeps_the_distribution():
+    mean, cov, data = _known_gaussian()
+    init = FittedGaussianInit.fit(data, shrinkage=0.0)
+    torch.manual_seed(3)
+    z1, z2 = init.sample(40_000), init.sample(40_000)
+    a = b = 0.5 ** 0.5
+    z = init.blend(z1, z2, a, b)
+    assert torch.allclose(z.mean(0), mean, atol=0.03)  # a plain a*z1 + b*z2 would sit at 1.41 x mean
+    assert torch.allclose(torch.cov(z.T), cov, atol=0.06)
+    assert torch.equal(init.blend(z1, z2, 1.0, 0.0), z1)

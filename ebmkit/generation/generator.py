@@ -261,7 +261,8 @@ class ShortRunGenerator:
 
     # -- 2. interpolation -----------------------------------------------------------------
     def interpolate(self, z1: Tensor, z2: Tensor, rhos: Sequence[float], *, noise: Tensor | None = None) -> Tensor:
-        """M(z_rho) for z_rho = rho*z1 + sqrt(1 - rho^2)*z2, for each rho.
+        """M(z_rho) for z_rho = rho*z1 + sqrt(1 - rho^2)*z2, for each rho
+        (about the initializer's centre: :meth:`InitialDistribution.blend`).
 
         ``noise`` ``(K, *z1.shape)``: the Langevin noise held fixed along the
         path (None: the noise-free chain).  Returns ``(len(rhos), *z1.shape)``.
@@ -271,7 +272,7 @@ class ShortRunGenerator:
         """
         if z1.shape != z2.shape:
             raise ValueError(f"z1 and z2 differ in shape: {tuple(z1.shape)} vs {tuple(z2.shape)}")
-        rows = [self.map(rho * z1 + s * z2, noise) for rho, s in interpolation_weights(rhos)]
+        rows = [self.map(self.initializer.blend(z1, z2, rho, s), noise) for rho, s in interpolation_weights(rhos)]
         return torch.stack(rows).detach()
 
     # -- 3. reconstruction ----------------------------------------------------------------
