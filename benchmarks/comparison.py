@@ -77,11 +77,12 @@ class ComparisonSettings(BaseModel):
 
 
 # Equal wall-clock by default: one EBM iteration costs many VAE iterations (about 28 at K=20 on this CPU),
-# so equal iterations would flatter the EBM.  The EBM runs the tuned digits recipe (docs/quality.md).
+# so equal iterations would flatter the EBM.  The EBM runs the tuned digits recipe (docs/quality.md):
+# lr 3e-4 and chains from a gaussian fitted to the training images.
 QUICK = ComparisonSettings(
     title="quick: scikit-learn digits, 16x16",
     data={"name": "digits", "image_size": 16},
-    ebm=EBMSettings(lr=3e-4),
+    ebm=EBMSettings(lr=3e-4, initializer="fitted-gaussian"),
     budget="60s",
     seeds=[0, 1, 2],
     n_fid=100,
