@@ -365,7 +365,7 @@ def build_tables(s: ComparisonSettings, cells: list[Cell], results: dict[str, di
         if len(seeds) < 2:
             columns = [c for c in columns if not c.endswith(" sd")]
         out.append(Table("table1", f"Table 1: sample quality ({s.title})", columns, rows, notes,
-                         plot_bars("domain FD" if bounds else "FID")))
+                         plot_bars("recognisable" if bounds else "FID")))  # bounded in [0, 1]: noise and real rows stay on one scale
     recon_rows = [r for r in main if r.get("recon_mse") is not None]
     if recon_rows:
         rows = [{"method": r["label"], "MSE per pixel": r["recon_mse"], "PSNR dB": r["recon_psnr"], "SSIM": r["recon_ssim"],

@@ -42,7 +42,7 @@ def plot_bars(column: str, log: bool = False):
         plt, fig, ax = _figure()
         labels = [str(r.get("method")) for r in table.rows]
         values = [num(r.get(column)) for r in table.rows]
-        ax.bar(labels, values, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][: len(values)])
+        ax.bar(labels, values, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"][: len(values)])
         floors = [num(r.get(f"floor {column}")) for r in table.rows]
         if column == "FID" and any(not math.isnan(f) for f in floors):
             ax.axhline(np.nanmean(floors), color="k", ls="--", lw=1, label="real-vs-real floor")
@@ -50,6 +50,8 @@ def plot_bars(column: str, log: bool = False):
         ax.set_ylabel(column)
         if log:
             ax.set_yscale("log")
+        if max(len(label) for label in labels or [""]) > 8:  # long names (reference rows) would overlap
+            ax.tick_params(axis="x", labelrotation=20, labelsize=7)
         return _save(plt, fig, ax, table, path)
 
     return plot
