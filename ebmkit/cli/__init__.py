@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("ebmkit: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-    status = None
     try:
         status = COMMANDS[args.command].run(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
@@ -99,10 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     finally:
         warnings.showwarning = shown
-        if "accelerate" in sys.modules:  # one of N launched processes: leave its process group cleanly
-            from .. import distributed
-
-            distributed.leave_process_group(succeeded=status == 0)
 
 
 __all__ = ["COMMANDS", "build_parser", "command_argv", "main", "preset_names", "resolve_config_path"]
