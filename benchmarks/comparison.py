@@ -76,7 +76,7 @@ class ComparisonSettings(BaseModel):
     inception_batch: int = 32
 
 
-# Equal wall-clock by default: one EBM iteration costs many VAE iterations (about 28 at K=20 on this CPU),
+# Equal wall-clock by default: one EBM iteration costs many VAE iterations (22-28 at K=20 on the CPUs measured),
 # so equal iterations would flatter the EBM.  The EBM runs the tuned digits recipe (docs/quality.md):
 # lr 3e-4 and chains from a gaussian fitted to the training images.
 QUICK = ComparisonSettings(
