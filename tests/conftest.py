@@ -30,6 +30,22 @@ def tiny_config(tmp_path, **sections):
     return cfg
 
 
+def write_distribution(root, dist_name: str, module: str, body: str | None = None, *, entry: str = "main",
+                       version: str = "0.3", entry_value: str | None = None) -> None:
+    """A real (if minimal) installed distribution under ``root``: a .dist-info
+    folder with METADATA and an ``[ebmkit]`` entry point ``entry = module``,
+    plus the module's source when ``body`` is given (dedented).  Put ``root``
+    on sys.path (and clear the registry's cache) to install it."""
+    import textwrap
+
+    info = root / f"{dist_name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[ebmkit]\n{entry} = {entry_value or module}\n")
+    if body is not None:
+        (root / f"{module}.py").write_text(textwrap.dedent(body))
+
+
 @pytest.fixture
 def tiny(tmp_path):
     return lambda **kw: tiny_config(tmp_path, **kw)
@@ -45,10 +61,7 @@ def stateful_plugin(tmp_path, monkeypatch):
     from ebmkit.registry import default_registry
 
     root = tmp_path / "site"
-    info = root / "ebmkit_test_stateful-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ebmkit-test-stateful\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[ebmkit]\nstateful = stateful_plugin\n")
+    write_distribution(root, "ebmkit-test-stateful", "stateful_plugin", entry="stateful", version="0.1")
     paths = [str(root), str(Path(__file__).parent)]
     for p in paths:
         monkeypatch.syspath_prepend(p)

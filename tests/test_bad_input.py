@@ -3,7 +3,6 @@ no traceback.  Each case names what is wrong (the field, the shape, the
 plug-in, both architectures)."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from ebmkit.cli import main
 from ebmkit.data import check_declared_shape
 from ebmkit.errors import DataError
 from ebmkit.registry import default_registry
+
+from conftest import write_distribution
 
 
 def _train(cfg: dict, tmp_path, capsys, *extra):
@@ -143,13 +144,9 @@ def test_resuming_on_data_of_another_shape(tiny, tmp_path, capsys):
 
 def test_a_plugin_that_fails_to_import_is_named_and_the_rest_keep_working(tiny, tmp_path, capsys, monkeypatch):
     site = tmp_path / "site"
-    info = site / "broken_ebm-0.3.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-ebm\nVersion: 0.3\n")
-    (info / "entry_points.txt").write_text("[ebmkit]\nshapes = broken_ebm_plugin\n")
-    (site / "broken_ebm_plugin.py").write_text(textwrap.dedent("""
+    write_distribution(site, "broken-ebm", "broken_ebm_plugin", """
         import not_a_module_anywhere
-    """))
+    """, entry="shapes")
     monkeypatch.syspath_prepend(str(site))
     default_registry.cache_clear()
     try:
@@ -172,17 +169,13 @@ def test_a_plugin_that_fails_to_import_is_named_and_the_rest_keep_working(tiny, 
 
 def test_a_plugin_hook_that_raises_when_called_is_isolated_like_an_import_failure(tiny, tmp_path, capsys, monkeypatch):
     site = tmp_path / "site"
-    info = site / "raising_ebm-0.2.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: raising-ebm\nVersion: 0.2\n")
-    (info / "entry_points.txt").write_text("[ebmkit]\nshapes = raising_ebm_plugin\n")
-    (site / "raising_ebm_plugin.py").write_text(textwrap.dedent("""
+    write_distribution(site, "raising-ebm", "raising_ebm_plugin", """
         import ebmkit
 
         @ebmkit.hookimpl
         def ebmkit_energies():
             raise RuntimeError("licence server unreachable")
-    """))
+    """, entry="shapes", version="0.2")
     monkeypatch.syspath_prepend(str(site))
     default_registry.cache_clear()
     try:

@@ -1,13 +1,14 @@
 """The pluggy registry: entry-point discovery, the factory, and its errors."""
 
 import sys
-import textwrap
 
 import pytest
 
 import ebmkit
 from ebmkit.errors import ConfigError
 from ebmkit.registry import Registry
+
+from conftest import write_distribution
 
 BUILTINS = {
     "energy": {"convnet", "timm", "mlp"},
@@ -47,16 +48,6 @@ def test_component_rejecting_its_context_names_the_component():
         ebmkit.create_energy("convnet", (1, 12, 12))
 
 
-def _write_distribution(root, dist_name, module, body, entry_value=None):
-    """A real (if minimal) installed distribution: a .dist-info folder with
-    METADATA and entry_points.txt, plus its module, on a sys.path entry."""
-    info = root / f"{dist_name.replace('-', '_')}-0.3.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.3\n")
-    (info / "entry_points.txt").write_text(f"[ebmkit]\nmain = {entry_value or module}\n")
-    (root / f"{module}.py").write_text(textwrap.dedent(body))
-
-
 THIRD_PARTY = '''
     import torch
     from pydantic import Field
@@ -82,7 +73,7 @@ THIRD_PARTY = '''
 
 
 def test_third_party_plugin_is_found_through_its_entry_point(tmp_path, monkeypatch):
-    _write_distribution(tmp_path, "acme-ebm", "acme_ebm_plugin", THIRD_PARTY)
+    write_distribution(tmp_path, "acme-ebm", "acme_ebm_plugin", THIRD_PARTY)
     monkeypatch.syspath_prepend(str(tmp_path))
     reg = Registry()
     found = reg.components("energy")
@@ -96,7 +87,7 @@ def test_third_party_plugin_is_found_through_its_entry_point(tmp_path, monkeypat
 
 
 def test_a_plugin_that_fails_to_import_is_named_and_the_rest_work(tmp_path, monkeypatch):
-    _write_distribution(tmp_path, "broken-ebm", "broken_ebm_plugin", "import not_a_module_anywhere\n")
+    write_distribution(tmp_path, "broken-ebm", "broken_ebm_plugin", "import not_a_module_anywhere\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.warns(RuntimeWarning, match="broken-ebm"):
         reg = Registry()

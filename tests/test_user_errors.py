@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ import pytest
 import torch
 
 from ebmkit.cli import main
+
+from conftest import write_distribution
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
@@ -72,11 +73,7 @@ def ws(tmp_path_factory):
 
     # a third-party plug-in whose energy has no parameters (the README's first example did that)
     site = ws / "site"
-    info = site / "ebmkit_test_constant-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ebmkit-test-constant\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[ebmkit]\nconstant = constant_plugin\n")
-    (site / "constant_plugin.py").write_text(textwrap.dedent("""
+    write_distribution(site, "ebmkit-test-constant", "constant_plugin", """
         import ebmkit
 
         class Constant(ebmkit.Energy):
@@ -89,7 +86,7 @@ def ws(tmp_path_factory):
         @ebmkit.hookimpl
         def ebmkit_energies():
             return {"test-constant": Constant}
-    """))
+    """, entry="constant", version="0.1")
     return ws
 
 
