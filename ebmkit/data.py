@@ -209,13 +209,18 @@ def batch_stream(
     return checked()
 
 
+def stack_items(dataset: Dataset, indices) -> Tensor:
+    """The items of ``dataset`` at ``indices`` (ints or a tensor of them), stacked into one tensor."""
+    return torch.stack([torch.as_tensor(dataset[int(i)]) for i in indices])
+
+
 def random_batch(dataset: Dataset, n: int, *, generator: torch.Generator | None = None,
                  device: torch.device | str | None = None) -> Tensor:
     """``n`` items of ``dataset`` picked at random, stacked: the one helper for
     a chain start or a figure that reads data.  ``generator`` seeds the pick
     (``None``: torch's global RNG, e.g. inside a forked, seeded block)."""
     idx = torch.randperm(len(dataset), generator=generator)[:n]
-    batch = torch.stack([dataset[int(i)] for i in idx])
+    batch = stack_items(dataset, idx)
     return batch if device is None else batch.to(device)
 
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 import ebmkit
 from ebmkit import BuildContext, InitialDistribution
+from ebmkit.data import stack_items
 from ebmkit.errors import DataError
 
 DEFAULT_BANK = 10_000  # when neither `size` nor a dataset gives one (a checkpoint's bank then wins)
@@ -49,7 +50,7 @@ class PersistentInit(InitialDistribution):
         self.shape, self.start, self.scale, self.reinit = tuple(shape), start, scale, reinit
         if start == "data" and dataset is not None:
             idx = torch.arange(size) % len(dataset)
-            bank = torch.stack([torch.as_tensor(dataset[int(i)]) for i in idx]).float()
+            bank = stack_items(dataset, idx).float()
         else:  # `data` without a dataset (rebuilding from a checkpoint): the checkpoint's bank replaces this
             bank = _noise("gaussian" if start == "gaussian" else "uniform", size, self.shape, scale)
         self.register_buffer("bank", bank)
@@ -112,7 +113,7 @@ class DataInit(InitialDistribution):
             if self.dataset is None:
                 raise DataError("initializer 'data' needs data: pass data=batch (or build it with the training set)")
             idx = torch.randint(len(self.dataset), (n,))
-            data = torch.stack([torch.as_tensor(self.dataset[int(i)]) for i in idx])
+            data = stack_items(self.dataset, idx)
         data = data.to(self.device)
         if len(data) < n:  # fewer data than chains: reuse rows
             data = data[torch.randint(len(data), (n,), device=data.device)]

@@ -10,12 +10,15 @@ images (Nijkamp et al. 2022, "MCMC should mix"; the cooperative and VAE starts).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor
 
 import ebmkit
 from ebmkit import BuildContext, InitialDistribution
+from ebmkit.data import stack_items
 from ebmkit.errors import DataError
 
 
@@ -102,13 +105,9 @@ class FittedGaussianInit(InitialDistribution):
     def from_params(cls, params, context: BuildContext) -> "FittedGaussianInit":
         shape = context.require_shape("fitted-gaussian")
         if context.dataset is None:  # rebuilt from a checkpoint: its buffers replace these placeholders
-            d = 1
-            for s in shape:
-                d *= s
-            r = min(params.rank or d, d)
-            return cls(shape, torch.zeros(d), torch.zeros(d, r), params.scale)
-        n = min(len(context.dataset), FIT_ITEMS)
-        data = torch.stack([torch.as_tensor(context.dataset[i]) for i in range(n)]).float()
+            d = math.prod(shape)
+            return cls(shape, torch.zeros(d), torch.zeros(d, min(params.rank or d, d)), params.scale)
+        data = stack_items(context.dataset, range(min(len(context.dataset), FIT_ITEMS))).float()
         return cls.fit(data, params.rank, params.shrinkage, params.scale)
 
     def blend(self, z1: Tensor, z2: Tensor, a: float, b: float) -> Tensor:
